@@ -1,0 +1,95 @@
+"""Command line: parses arguments, calls the API, renders results. No maths here."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import tempfile
+import traceback
+import warnings
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import LrpauditError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def guarded(fn):
+    """Turn every failure into a one-line message and the documented exit code, never a bare traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        try:
+            return fn(*args, **kwargs)
+        except LrpauditError as exc:
+            _err(f"lrpaudit: error: {exc}")
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            _err("lrpaudit: interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # a bug: short message, traceback to a file
+            log = Path(tempfile.gettempdir()) / "lrpaudit-traceback.txt"
+            log.write_text(traceback.format_exc())
+            _err(f"lrpaudit: internal error: {type(exc).__name__}: {exc} (traceback in {log}; please report it)")
+            sys.exit(EXIT_INTERNAL)
+
+    return wrapper
+
+
+def _parse_shape(text: str | None) -> dict[str, tuple[int, ...]] | None:
+    """``--input-shape 1,3,32,32`` or ``name=1,3,32,32``; several separated by ';'."""
+    if not text:
+        return None
+    shapes = {}
+    for part in text.split(";"):
+        name, _, dims = part.rpartition("=")
+        try:
+            shapes[name or "*"] = tuple(int(d) for d in dims.split(","))
+        except ValueError as exc:
+            raise click.BadParameter(f"not a shape: {part!r} (expected e.g. 1,3,32,32)") from exc
+    return shapes
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lrpaudit")
+def main() -> None:
+    """Audit Layer-wise Relevance Propagation for conservation on ONNX and TorchScript model files."""
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--random", "random_n", type=click.IntRange(min=1), default=1, show_default=True, help="Random samples for the fidelity check.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random.")
+@click.option("--input-shape", default=None, help="Concrete input shape for dynamic dims, e.g. 1,3,32,32.")
+@click.option("--final-only", is_flag=True, help="Compare only final outputs with the runtime (default: every tensor).")
+@guarded
+def inspect(model_path: Path, random_n: int, seed: int, input_shape: str | None, final_only: bool) -> None:
+    """Print the canonical IR of MODEL and prove its forward pass against the model's runtime."""
+    from .api import inspect_model
+    from .reports.ir_table import render_fidelity, render_ir
+
+    shapes = _parse_shape(input_shape)
+    if shapes and "*" in shapes:
+        from .frontends import load_model
+
+        names = list(load_model(model_path).declared_shapes())
+        shapes = {names[0]: shapes["*"]}
+    model, graph, fidelity = inspect_model(model_path, random_n, seed, not final_only, shapes)
+    render_ir(graph)
+    render_fidelity(fidelity)
+    _err(f"lrpaudit: {model_path}: {len(graph.nodes)} IR nodes; forward fidelity {'ok' if fidelity.passed else 'FAILED'}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

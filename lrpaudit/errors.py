@@ -1,0 +1,29 @@
+"""Error types that carry the CLI exit code, so bad input never surfaces as a traceback."""
+
+from __future__ import annotations
+
+
+class LrpauditError(Exception):
+    """Base class: a user-facing problem with a one-line message and an exit code."""
+
+    exit_code = 2
+
+
+class ModelError(LrpauditError):
+    """The model file cannot be read, is malformed, or uses an op lrpaudit does not support."""
+
+
+class UnsupportedOpError(ModelError):
+    """An op with no IR mapping or no LRP rule: refused loudly, never a gradient fallback."""
+
+
+class FidelityError(ModelError):
+    """The IR forward does not compute the same function as the reference runtime."""
+
+
+class ConfigError(LrpauditError):
+    """The rule configuration is invalid."""
+
+
+class InputError(LrpauditError):
+    """Sample inputs do not fit the model."""

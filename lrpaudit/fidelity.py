@@ -1,0 +1,117 @@
+"""Proof that the IR forward computes the same function as the real runtime (onnxruntime or TorchScript)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import FidelityError
+from .forward import run_forward
+from .ir import Graph
+
+# Max |IR - reference| relative to the reference output's scale (max |ref|) that counts as the same function.
+DEFAULT_RTOL = {"float32": 1e-4, "float64": 1e-10}
+
+
+@dataclass
+class TensorDiff:
+    name: str
+    node: str
+    max_abs_diff: float
+    scale: float
+
+    @property
+    def rel_diff(self) -> float:
+        return self.max_abs_diff / self.scale if self.scale > 0 else self.max_abs_diff
+
+
+@dataclass
+class FidelityResult:
+    reference: str
+    dtype: str
+    max_abs_diff: float
+    max_rel_diff: float
+    tolerance: float
+    passed: bool
+    first_diverging: str | None = None
+    tensors: list[TensorDiff] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "reference": self.reference,
+            "dtype": self.dtype,
+            "max_abs_diff": self.max_abs_diff,
+            "max_rel_diff": self.max_rel_diff,
+            "tolerance": self.tolerance,
+            "passed": self.passed,
+            "first_diverging": self.first_diverging,
+        }
+
+
+def compare(name: str, node: str, ours: torch.Tensor, ref: np.ndarray) -> TensorDiff:
+    ours_np = ours.detach().cpu().numpy().astype(np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if ours_np.shape != ref.shape:
+        return TensorDiff(name, node, float("inf"), 1.0)
+    diff = np.abs(ours_np - ref)
+    max_diff = float(diff.max()) if diff.size else 0.0
+    if not np.isfinite(diff).all():
+        max_diff = 0.0 if np.array_equal(ours_np, ref, equal_nan=True) else float("inf")
+    scale = float(np.abs(ref[np.isfinite(ref)]).max()) if np.isfinite(ref).any() else 0.0
+    return TensorDiff(name, node, max_diff, scale)
+
+
+def check_fidelity(
+    model,
+    graph: Graph,
+    feeds: dict[str, np.ndarray],
+    dtype: str = "float32",
+    rtol: float | None = None,
+    intermediates: bool = False,
+    raise_on_failure: bool = True,
+) -> FidelityResult:
+    """Run the IR forward and the model's own runtime on the same inputs and compare.
+
+    Final outputs are always compared; with ``intermediates`` every IR value that is also a tensor of the source
+    model is compared too, and the first one beyond tolerance (in graph order) is named.
+    """
+    rtol = DEFAULT_RTOL[dtype] if rtol is None else rtol
+    torch_dtype = torch.float32 if dtype == "float32" else torch.float64
+    values = run_forward(graph, {k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()}, dtype=torch_dtype)
+    output_names = graph.source.get("output_names", graph.outputs)
+    tensor_names: list[tuple[str, str, str]] = []  # (ir value, source name, node id)
+    if intermediates:
+        for node in graph.nodes:
+            source_name = node.origin.get("onnx_output") or node.origin.get("source_output")
+            if source_name == node.output:
+                tensor_names.append((node.output, source_name, node.id))
+    producers = graph.producers()
+    for ir_name, source_name in zip(graph.outputs, output_names):
+        node_id = producers[ir_name].id if ir_name in producers else ir_name
+        if (ir_name, source_name, node_id) not in tensor_names:
+            tensor_names.append((ir_name, source_name, node_id))
+    reference = model.reference_outputs(feeds, [s for _, s, _ in tensor_names] if intermediates else None)
+    diffs = [compare(src, node_id, values[ir], reference[src]) for ir, src, node_id in tensor_names if src in reference]
+    final = [d for d in diffs if d.name in output_names]
+    max_abs = max((d.max_abs_diff for d in final), default=0.0)
+    max_rel = max((d.rel_diff for d in final), default=0.0)
+    first = next((d for d in diffs if d.rel_diff > rtol), None)
+    result = FidelityResult(
+        reference=model.reference_name if hasattr(model, "reference_name") else "onnxruntime",
+        dtype=dtype,
+        max_abs_diff=max_abs,
+        max_rel_diff=max_rel,
+        tolerance=rtol,
+        passed=first is None,
+        first_diverging=first.node if first else None,
+        tensors=diffs,
+    )
+    if first is not None and raise_on_failure:
+        raise FidelityError(
+            f"{model.path}: the IR forward differs from {result.reference} at node {first.node!r} "
+            f"(tensor {first.name!r}): max abs diff {first.max_abs_diff:.3g} = {first.rel_diff:.3g} of scale "
+            f"> tolerance {rtol:g}; refusing to audit a different function"
+        )
+    return result

@@ -1,0 +1,27 @@
+"""Model-file frontends. ``load_model`` picks the frontend from the file's content, not only its name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ModelError
+
+
+def load_model(path: str | Path):
+    """Load an ONNX or TorchScript file as a model object with ``graph(shapes)`` and ``reference_outputs``."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a folder, not a model file")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head.startswith(b"PK") or path.suffix in (".pt", ".pth", ".ts", ".jit"):
+        try:
+            from .torchscript import load_torchscript
+        except ImportError as exc:  # pragma: no cover - frontend not built yet
+            raise ModelError(f"{path}: TorchScript files are not supported yet") from exc
+        return load_torchscript(path)
+    from .onnx import load_onnx
+
+    return load_onnx(path)

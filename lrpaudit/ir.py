@@ -1,0 +1,156 @@
+"""The canonical intermediate representation: a flat, topologically ordered list of nodes over named values.
+
+Frontends build it from model files, passes rewrite it, the forward executor and the LRP engine consume it.
+Only activation values (those that depend on the model input) appear as node inputs; everything constant lives in
+``Node.params`` so relevance flows back along ``inputs`` alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .errors import ModelError
+
+# IR ops whose LRP treatment is a linear-type rule (zero, epsilon, gamma, ...).
+LINEAR_OPS = frozenset({"linear", "conv", "conv_transpose", "affine"})
+# Pooling ops that LRP treats as linear maps without bias (norm / flat rules).
+POOL_OPS = frozenset({"avgpool", "global_avgpool", "mean"})
+# Elementwise activations: relevance passes through unchanged.
+ACTIVATION_OPS = frozenset(
+    {
+        "relu",
+        "leaky_relu",
+        "sigmoid",
+        "tanh",
+        "gelu",
+        "silu",
+        "elu",
+        "hardswish",
+        "hardsigmoid",
+        "clip",
+        "softplus",
+        "erf",
+    }
+)
+# Ops that only move values around: relevance is routed by position.
+ROUTING_OPS = frozenset({"reshape", "permute", "concat", "slice", "gather", "pad"})
+
+
+@dataclass
+class Node:
+    """One IR operation.
+
+    ``inputs`` are activation value names only; constants are in ``params`` (torch tensors, float64 master copies
+    for floating point). ``origin`` records where the node came from (frontend, source op types and names, opset).
+    """
+
+    id: str
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, torch.Tensor] = field(default_factory=dict)
+    origin: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output(self) -> str:
+        """The single output name (every IR op has exactly one)."""
+        return self.outputs[0]
+
+
+@dataclass
+class Graph:
+    """A model as IR: named graph inputs and outputs, nodes in topological order, known value shapes.
+
+    ``shapes`` holds the concrete shapes the graph was specialized on (batch dimension included).
+    ``notes`` collects what passes did to the graph (e.g. a stripped softmax), so reports can say so.
+    """
+
+    inputs: list[str]
+    outputs: list[str]
+    nodes: list[Node]
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    input_dtypes: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def producers(self) -> dict[str, Node]:
+        """Map each value name to the node that produces it."""
+        return {out: node for node in self.nodes for out in node.outputs}
+
+    def consumers(self) -> dict[str, list[Node]]:
+        """Map each value name to the nodes that read it (graph outputs not included)."""
+        users: dict[str, list[Node]] = {}
+        for node in self.nodes:
+            for name in node.inputs:
+                users.setdefault(name, []).append(node)
+        return users
+
+    def node(self, node_id: str) -> Node:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+
+def validate(graph: Graph) -> None:
+    """Check the structural invariants: unique ids and values, inputs defined before use, outputs produced."""
+    defined = set(graph.inputs)
+    ids: set[str] = set()
+    for node in graph.nodes:
+        if node.id in ids:
+            raise ModelError(f"IR: duplicate node id {node.id!r}")
+        ids.add(node.id)
+        for name in node.inputs:
+            if name not in defined:
+                raise ModelError(f"IR: node {node.id!r} reads {name!r} before it is defined")
+        for name in node.outputs:
+            if name in defined:
+                raise ModelError(f"IR: value {name!r} is produced twice (node {node.id!r})")
+            defined.add(name)
+    for name in graph.outputs:
+        if name not in defined:
+            raise ModelError(f"IR: graph output {name!r} is not produced by any node")
+    if not graph.outputs:
+        raise ModelError("IR: the graph has no outputs")
+
+
+def describe_params(node: Node) -> str:
+    """A compact description of the node's params and key attributes, for tables."""
+    parts = [f"{name}{list(t.shape)}" for name, t in node.params.items()]
+    for key in ("stride", "padding", "groups", "kernel", "axis", "perm", "alpha", "gate"):
+        if key in node.attrs and node.attrs[key] not in (None, 1, (1,), (1, 1)):
+            parts.append(f"{key}={node.attrs[key]}")
+    return " ".join(parts)
+
+
+def table_rows(graph: Graph) -> list[dict[str, str]]:
+    """Rows for a readable IR table: id, op, input and output shapes, params, origin."""
+    rows = []
+    for node in graph.nodes:
+        in_shapes = ", ".join(str(list(graph.shapes.get(v, ()))) for v in node.inputs)
+        out_shapes = ", ".join(str(list(graph.shapes.get(v, ()))) for v in node.outputs)
+        rows.append(
+            {
+                "id": node.id,
+                "op": node.op,
+                "inputs": in_shapes,
+                "outputs": out_shapes,
+                "params": describe_params(node),
+                "origin": "+".join(node.origin.get("ops", [])),
+            }
+        )
+    return rows
+
+
+def format_table(graph: Graph) -> str:
+    """Plain-text rendering of ``table_rows`` (the CLI uses rich; this is for logs and repr)."""
+    rows = table_rows(graph)
+    headers = ["id", "op", "inputs", "outputs", "params", "origin"]
+    widths = {h: max([len(h)] + [len(r[h]) for r in rows]) for h in headers}
+    lines = ["  ".join(h.ljust(widths[h]) for h in headers)]
+    lines += ["  ".join(r[h].ljust(widths[h]) for h in headers) for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Renderers: terminal tables, JSON, JUnit, Markdown, GitHub annotations. The engine never prints."""
