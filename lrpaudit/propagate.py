@@ -1,0 +1,224 @@
+"""The backward relevance pass over the IR, with the per-node, per-sample accounting of DESIGN section 6."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import ConfigError, InputError, UnsupportedOpError
+from .forward import cast_params, run_forward
+from .ir import Graph, Node
+from .rules.linear import apply_linear_rule, per_sample
+from .rules.linear_view import linear_view
+from .rules.other import handler_for
+from .rules.spec import LINEAR_TYPE, POOLS, RULES, Rule, default_rule
+
+Tensor = torch.Tensor
+RuleChoice = Rule | Mapping[str, Rule] | Callable[[Node], Rule | None]
+
+
+@dataclass
+class NodeRecord:
+    """What one node did to the relevance, per sample (tensors of shape ``(batch,)``)."""
+
+    node_id: str
+    op: str
+    rule: str
+    bias_mode: str
+    r_received: Tensor
+    r_passed: Tensor
+    absorbed_bias: Tensor
+    absorbed_stabilizer: Tensor
+    degenerate: Tensor
+    scale: Tensor
+
+    @property
+    def leak(self) -> Tensor:
+        return self.r_received - self.r_passed
+
+    @property
+    def residual(self) -> Tensor:
+        return self.leak - self.absorbed_bias - self.absorbed_stabilizer - self.degenerate
+
+    def _relative(self, value: Tensor) -> Tensor:
+        safe = torch.where(self.scale > 0, self.scale, torch.ones_like(self.scale))
+        return torch.where(self.scale > 0, value.abs() / safe, value.abs())
+
+    @property
+    def rel_error(self) -> Tensor:
+        return self._relative(self.leak)
+
+    @property
+    def rel_residual(self) -> Tensor:
+        return self._relative(self.residual)
+
+
+@dataclass
+class Propagation:
+    """The result of one LRP pass over a batch."""
+
+    targets: Tensor
+    output_relevance: Tensor
+    input_relevance: dict[str, Tensor]
+    records: list[NodeRecord]
+    output: Tensor
+    notes: list[str] = field(default_factory=list)
+    values: dict[str, Tensor] | None = None  # every activation, kept only when relevance is kept
+
+    @property
+    def r_output(self) -> Tensor:
+        return per_sample(self.output_relevance)
+
+    @property
+    def output_scale(self) -> Tensor:
+        return per_sample(self.output_relevance.abs())
+
+    @property
+    def r_input(self) -> Tensor:
+        return sum(per_sample(r) for r in self.input_relevance.values())
+
+    @property
+    def leak(self) -> Tensor:
+        return self.r_output - self.r_input
+
+    @property
+    def rel_error(self) -> Tensor:
+        scale = self.output_scale
+        return torch.where(scale > 0, self.leak.abs() / torch.where(scale > 0, scale, 1.0), self.leak.abs())
+
+    def total(self, category: str) -> Tensor:
+        """Sum over nodes of one accounting category (absorbed_bias, absorbed_stabilizer, degenerate, residual)."""
+        return sum((getattr(r, category) for r in self.records), torch.zeros_like(self.r_output))
+
+
+def resolve_rules(graph: Graph, rules: RuleChoice) -> dict[str, Rule]:
+    """A rule for every node: the user's for linear-type nodes (required), defaults elsewhere; loud on gaps."""
+    if isinstance(rules, Rule):
+        default = rules
+
+        def choose(node: Node) -> Rule | None:
+            return default if node.op in LINEAR_TYPE else None
+    elif isinstance(rules, Mapping):
+        mapping = rules
+
+        def choose(node: Node) -> Rule | None:
+            return mapping.get(node.id)
+    else:
+        choose = rules
+    chosen: dict[str, Rule] = {}
+    missing = []
+    for node in graph.nodes:
+        rule = choose(node) or default_rule(node.op)
+        if rule is None and node.op in LINEAR_TYPE:
+            missing.append(node.id)
+            continue
+        if rule is None:
+            raise UnsupportedOpError(
+                f"node {node.id!r}: no LRP rule for op {node.op!r} (refusing to fall back to the gradient)"
+            )
+        if node.op not in RULES[rule.name].ops:
+            raise ConfigError(f"node {node.id!r}: rule {rule.name!r} does not apply to op {node.op!r}")
+        chosen[node.id] = rule
+    if missing:
+        raise ConfigError(f"no rule matches the linear-type nodes {missing}")
+    return chosen
+
+
+def output_relevance(output: Tensor, target, init: str) -> tuple[Tensor, Tensor]:
+    """``onehot(target) * logit`` (init=logit) or ``onehot(target)`` (init=one); target predicted by default."""
+    flat = output.reshape(output.shape[0], -1)
+    if target is None or target == "predicted":
+        targets = flat.argmax(dim=1)
+    else:
+        targets = torch.as_tensor(target, device=output.device).reshape(-1).long()
+        if targets.numel() == 1:
+            targets = targets.expand(flat.shape[0])
+        if targets.numel() != flat.shape[0]:
+            raise InputError(f"{targets.numel()} targets given for {flat.shape[0]} samples")
+        if (targets < 0).any() or (targets >= flat.shape[1]).any():
+            raise InputError(f"target index out of range for an output with {flat.shape[1]} entries")
+    onehot = torch.zeros_like(flat)
+    onehot[torch.arange(flat.shape[0]), targets] = 1.0
+    if init == "logit":
+        onehot = onehot * flat
+    elif init != "one":
+        raise ConfigError(f"init must be 'logit' or 'one', got {init!r}")
+    return targets, onehot.reshape(output.shape)
+
+
+def propagate(
+    graph: Graph,
+    feeds: Mapping[str, Tensor],
+    rules: RuleChoice,
+    init: str = "logit",
+    target=None,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+    values: dict[str, Tensor] | None = None,
+    keep_relevance: dict[str, Tensor] | None = None,
+) -> Propagation:
+    """Forward once (keeping activations), then send the output relevance back node by node, accounting for it.
+
+    ``keep_relevance``, if given, receives the relevance that arrived at each node's output (by node id), and the
+    result then keeps every activation in ``values`` (for self-verification and debugging).
+    """
+    chosen = resolve_rules(graph, rules)
+    params = cast_params(graph, dtype, device)
+    if values is None:
+        values = run_forward(graph, feeds, dtype, device, params)
+    output = values[graph.outputs[0]]
+    targets, r_init = output_relevance(output, target, init)
+    relevance: dict[str, Tensor] = {graph.outputs[0]: r_init}
+    records: list[NodeRecord] = []
+    with torch.no_grad():
+        for node in reversed(graph.nodes):
+            if keep_relevance is not None:
+                keep_relevance[node.id] = relevance.get(node.output, torch.zeros_like(values[node.output]))
+            records.append(_backward_node(node, chosen[node.id], values, relevance, params[node.id]))
+    records.reverse()
+    inputs = {name: relevance.get(name, torch.zeros_like(values[name])) for name in graph.inputs}
+    kept = values if keep_relevance is not None else None
+    return Propagation(targets, r_init, inputs, records, output, list(graph.notes), kept)
+
+
+def _backward_node(node: Node, rule: Rule, values, relevance, params) -> NodeRecord:
+    z = values[node.output]
+    r_out = relevance.pop(node.output, None)
+    if r_out is None:
+        r_out = torch.zeros_like(z)
+    inputs = [values[name] for name in node.inputs]
+    zeros = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+    bias_share, stab_share, degenerate = zeros, zeros, zeros
+    if not torch.any(r_out != 0):
+        r_in = [torch.zeros_like(x) for x in inputs]
+    elif node.op in LINEAR_TYPE or node.op in POOLS:
+        view = linear_view(node, params, tuple(inputs[0].shape), z.dim())
+        result = apply_linear_rule(rule, view, inputs[0], z, r_out)
+        r_in = [result.r_in]
+        bias_share, stab_share, degenerate = (
+            result.absorbed_bias,
+            result.absorbed_stabilizer,
+            result.degenerate,
+        )
+    else:
+        result = handler_for(rule)(node, inputs, z, r_out, rule, params)
+        r_in = result.r_in
+        bias_share = zeros if result.absorbed_bias is None else result.absorbed_bias
+        stab_share = zeros if result.absorbed_stabilizer is None else result.absorbed_stabilizer
+        degenerate = zeros if result.degenerate is None else result.degenerate
+    for name, r in zip(node.inputs, r_in):
+        relevance[name] = relevance[name] + r if name in relevance else r
+    return NodeRecord(
+        node_id=node.id,
+        op=node.op,
+        rule=rule.describe(),
+        bias_mode=rule.bias if RULES[rule.name].has_bias else "-",
+        r_received=per_sample(r_out),
+        r_passed=sum((per_sample(r) for r in r_in), zeros),
+        absorbed_bias=bias_share,
+        absorbed_stabilizer=stab_share,
+        degenerate=degenerate,
+        scale=per_sample(r_out.abs()),
+    )

@@ -1,0 +1,83 @@
+"""A linear-type node seen as ``z = W a + b``: the map with any weight, its transpose, its connectivity.
+
+Rules never look at op types: they ask a ``LinearView`` for ``apply(x, W)`` (the node's map with weight ``W`` and
+no bias), ``vjp(W, g)`` (its transpose applied to ``g``), the bias broadcast to the output, and the number of real
+(non-padding) inputs of each output. Pools are linear maps without weights: ``W`` is ``None`` and stands for the
+pool's own weights, which are non-negative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .. import ops
+from ..ir import Node
+
+Tensor = torch.Tensor
+
+
+def _pool_apply(node: Node) -> Callable[[Tensor], Tensor]:
+    if node.op == "avgpool":
+        return lambda x: ops.avgpool_apply(x, node.attrs)
+    if node.op == "global_avgpool":
+        return lambda x: x.mean(dim=tuple(range(2, x.dim())), keepdim=node.attrs.get("keepdims", True))
+    return lambda x: x.mean(dim=tuple(node.attrs["axes"]), keepdim=node.attrs.get("keepdims", True))
+
+
+@dataclass
+class LinearView:
+    node: Node
+    input_shape: tuple[int, ...]
+    weight: Tensor | None
+    bias: Tensor | None  # broadcastable to the output
+    _apply: Callable[[Tensor, Tensor | None], Tensor]
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_pool(self) -> bool:
+        return self.weight is None
+
+    def apply(self, x: Tensor, weight: Tensor | None) -> Tensor:
+        """The node's map with ``weight`` and no bias."""
+        return self._apply(x, weight)
+
+    def vjp(self, weight: Tensor | None, grad: Tensor) -> Tensor:
+        """``W^T grad``: the transpose of the bias-free map (exact, since the map is linear)."""
+        probe = torch.zeros(self.input_shape, dtype=grad.dtype, device=grad.device, requires_grad=True)
+        with torch.enable_grad():
+            out = self._apply(probe, weight)
+            (result,) = torch.autograd.grad(out, probe, grad)
+        return result
+
+    def ones_weight(self) -> Tensor | None:
+        """Weight whose map counts the real inputs of each output (the connectivity); pools use their own."""
+        if self.weight is None:
+            return None
+        if "ones" not in self._cache:
+            self._cache["ones"] = torch.ones_like(self.weight)
+        return self._cache["ones"]
+
+    def fan_in(self, dtype: torch.dtype, device) -> Tensor:
+        """n_j: the number of real (non-padding) inputs feeding each output, batch dim of size 1."""
+        if "fan_in" not in self._cache:
+            ones = torch.ones((1,) + tuple(self.input_shape[1:]), dtype=dtype, device=device)
+            self._cache["fan_in"] = self._apply(ones, self.ones_weight())
+        return self._cache["fan_in"]
+
+
+def linear_view(
+    node: Node, params: dict[str, Tensor], input_shape: tuple[int, ...], out_rank: int
+) -> LinearView:
+    """Build the view for a linear-type node or a pool, with params in the propagation dtype."""
+    if node.op in ops.LINEAR_APPLY:
+        apply_fn = ops.LINEAR_APPLY[node.op]
+        weight, bias = params["weight"], params.get("bias")
+        if bias is not None and node.op != "linear":
+            bias = bias.reshape((1, -1) + (1,) * (out_rank - 2))
+        return LinearView(node, input_shape, weight, bias, lambda x, w: apply_fn(x, w, None, node.attrs))
+    pool = _pool_apply(node)
+    return LinearView(node, input_shape, None, None, lambda x, w: pool(x))

@@ -1,0 +1,136 @@
+"""Rules for the non-linear-type ops: pass, routing, proportional add, bias neuron, gate, winner-take-all.
+
+Each handler gets the node's input activations, its output, the relevance arriving at the output and its rule,
+and returns the relevance per input plus the per-sample bias / stabilizer / degenerate shares of the leak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import UnsupportedOpError
+from ..ir import Node
+from ..ops import run_op
+from .linear import per_sample
+from .spec import RULES, Rule
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class OpResult:
+    r_in: list[Tensor]
+    absorbed_bias: Tensor | None = None
+    absorbed_stabilizer: Tensor | None = None
+    degenerate: Tensor | None = None
+
+
+Handler = Callable[[Node, list[Tensor], Tensor, Tensor, Rule, dict], OpResult]
+
+
+def unbroadcast(t: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Sum ``t`` over the dimensions that broadcasting added or expanded, to get back ``shape``."""
+    while t.dim() > len(shape):
+        t = t.sum(dim=0)
+    for axis, size in enumerate(shape):
+        if size == 1 and t.shape[axis] != 1:
+            t = t.sum(dim=axis, keepdim=True)
+    return t
+
+
+def _sign(t: Tensor) -> Tensor:
+    return torch.where(t >= 0, 1.0, -1.0).to(t.dtype)
+
+
+def pass_through(node, inputs, z, r_out, rule, params) -> OpResult:
+    return OpResult([unbroadcast(r_out, tuple(inputs[0].shape))])
+
+
+def route(node, inputs, z, r_out, rule, params) -> OpResult:
+    """The op's transpose applied to R (exactly the gradient of a linear routing op)."""
+    probes = [x.detach().clone().requires_grad_(True) for x in inputs]
+    with torch.enable_grad():
+        out = run_op(node.op, probes, node.attrs, params)
+        grads = torch.autograd.grad(out, probes, r_out, allow_unused=True)
+    r_in = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
+    padding = None
+    if node.op == "pad" and node.attrs.get("mode", "constant") == "constant":
+        padding = per_sample(r_out) - per_sample(r_in[0])
+    return OpResult(r_in, absorbed_bias=padding)
+
+
+def winner_take_all(node, inputs, z, r_out, rule, params) -> OpResult:
+    return route(node, inputs, z, r_out, rule, params)
+
+
+def proportional_add(node, inputs, z, r_out, rule, params) -> OpResult:
+    """R_k = c_k x_k / (z + eps sign z) R, with z = sum_k c_k x_k."""
+    coeffs = node.attrs.get("coeffs") or [1.0] * len(inputs)
+    eps = float(rule.get("stabilizer"))
+    stab = eps * _sign(z)
+    denom = z + stab
+    nonzero = denom != 0
+    grad = torch.where(nonzero, r_out / torch.where(nonzero, denom, 1.0), 0.0)
+    r_in = [unbroadcast(c * x * grad, tuple(x.shape)) for c, x in zip(coeffs, inputs)]
+    stab_share = grad * stab
+    return OpResult(
+        r_in,
+        absorbed_stabilizer=per_sample(torch.where(z == 0, 0.0, stab_share)),
+        degenerate=per_sample(torch.where(z == 0, stab_share, 0.0) + torch.where(nonzero, 0.0, r_out)),
+    )
+
+
+def bias_neuron(node, inputs, z, r_out, rule, params) -> OpResult:
+    """z = x + c with the constant as a bias neuron; bias modes decide whether c keeps its share."""
+    x, const = inputs[0], params["const"]
+    eps = float(rule.get("stabilizer"))
+    pre = x + 0 * const if rule.bias == "ignore" else z
+    stab = eps * _sign(pre)
+    denom = pre + stab
+    nonzero = denom != 0
+    grad = torch.where(nonzero, r_out / torch.where(nonzero, denom, 1.0), 0.0)
+    carried = pre if rule.bias == "distribute" else x + 0 * const
+    r_x = unbroadcast(carried * grad, tuple(x.shape))
+    bias_share = torch.zeros_like(per_sample(r_out)) if rule.bias != "absorb" else per_sample(grad * const)
+    stab_share = grad * stab
+    return OpResult(
+        [r_x],
+        absorbed_bias=bias_share,
+        absorbed_stabilizer=per_sample(torch.where(pre == 0, 0.0, stab_share)),
+        degenerate=per_sample(torch.where(pre == 0, stab_share, 0.0) + torch.where(nonzero, 0.0, r_out)),
+    )
+
+
+def gate(node, inputs, z, r_out, rule, params) -> OpResult:
+    """x * g with g treated as a constant: all relevance to x, none to the gate."""
+    gate_index = node.attrs.get("gate")
+    if gate_index is None:
+        raise UnsupportedOpError(
+            f"node {node.id!r}: mul of two activations where neither is a recognizable gate (sigmoid, "
+            "hardsigmoid, ...); no LRP rule for a general product (AttnLRP rules are not in v1)"
+        )
+    gated = 1 - gate_index
+    r_in = [torch.zeros_like(x) for x in inputs]
+    r_in[gated] = unbroadcast(r_out, tuple(inputs[gated].shape))
+    return OpResult(r_in)
+
+
+HANDLERS: dict[str, Handler] = {
+    "pass": pass_through,
+    "route": route,
+    "winner_take_all": winner_take_all,
+    "norm": proportional_add,  # for `add`; pools use the linear-type path
+    "bias_neuron": bias_neuron,
+    "gate": gate,
+}
+
+
+def handler_for(rule: Rule) -> Handler:
+    if rule.name not in HANDLERS:
+        raise UnsupportedOpError(
+            f"rule {rule.name!r} has no handler for non-linear ops ({RULES[rule.name].ops})"
+        )
+    return HANDLERS[rule.name]

@@ -1,0 +1,155 @@
+"""Self-verification: each linear-type node's rule recomputed with dense matrices and compared to the engine.
+
+The effective matrix ``W`` comes from the Jacobian of the node's own forward at the sample, the bias from
+``b = f(a) - W a``; the rule is then written out with explicit ``Z_ij`` matrices (no gradient trick, no shared code
+with ``rules/linear.py``). Large layers are checked on the output units that carry the most relevance (relevance
+elsewhere set to zero: both sides are linear in R, so the comparison stays exact).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .forward import cast_params
+from .ir import Graph, Node
+from .propagate import RuleChoice, propagate, resolve_rules
+from .rules.linear import apply_linear_rule
+from .rules.linear_view import linear_view
+from .rules.spec import LINEAR_TYPE, POOLS, Rule
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class RuleCheck:
+    node_id: str
+    rule: str
+    max_abs_dev: float
+    scale: float
+    units_checked: int
+    units_total: int
+
+    @property
+    def rel_dev(self) -> float:
+        return self.max_abs_dev / self.scale if self.scale > 0 else self.max_abs_dev
+
+
+def _rows(fn, x: Tensor, units: Tensor) -> Tensor:
+    """Rows ``units`` of the Jacobian of ``fn`` at ``x`` (x has batch dim 1): shape (len(units), x.numel())."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = fn(x).reshape(-1)
+        rows = []
+        for unit in units.tolist():
+            (grad,) = torch.autograd.grad(out[unit], x, retain_graph=True)
+            rows.append(grad.reshape(-1))
+    return torch.stack(rows) if rows else torch.zeros((0, x.numel()), dtype=x.dtype)
+
+
+def _flat_bound(value, a: Tensor) -> Tensor:
+    bound = torch.as_tensor(value, dtype=a.dtype)
+    return bound.reshape(-1) if bound.dim() else bound.expand(a.numel())
+
+
+def dense_rule(rule: Rule, W: Tensor, b: Tensor, conn: Tensor, a: Tensor, z: Tensor, r: Tensor) -> Tensor:
+    """Rule on explicit matrices: W, conn (rows = output units), b, z, r over those units; a flat input."""
+    pos, neg = W.clamp(min=0), W.clamp(max=0)
+    a_pos, a_neg = a.clamp(min=0), a.clamp(max=0)
+    name = rule.name
+    zero_b = torch.zeros_like(b)
+    if name in ("zero", "epsilon", "norm"):
+        eps = float(rule.get("epsilon" if name == "epsilon" else "stabilizer"))
+        branches = [(W * a, b, eps, 1.0, None)]
+    elif name == "wsquare":
+        branches = [(W * W + 0 * a, b * b, float(rule.get("stabilizer")), 1.0, None)]
+    elif name == "flat":
+        branches = [(conn + 0 * a, zero_b, float(rule.get("stabilizer")), 1.0, None)]
+    elif name in ("alphabeta", "zplus"):
+        alpha = 1.0 if name == "zplus" else float(rule.get("alpha"))
+        beta = 0.0 if name == "zplus" else float(rule.get("beta"))
+        eps = float(rule.get("stabilizer"))
+        branches = [(pos * a_pos + neg * a_neg, b.clamp(min=0), eps, alpha, None)]
+        if beta:
+            branches.append((neg * a_pos + pos * a_neg, b.clamp(max=0), eps, -beta, None))
+    elif name == "gamma":
+        g, eps = float(rule.get("gamma")), float(rule.get("stabilizer"))
+        up, down = W + g * pos, W + g * neg
+        branches = [
+            (up * a_pos + down * a_neg, b + g * b.clamp(min=0), eps, 1.0, z > 0),
+            (down * a_pos + up * a_neg, b + g * b.clamp(max=0), eps, 1.0, z < 0),
+        ]
+    elif name == "zbox":
+        low, high = _flat_bound(rule.get("low"), a), _flat_bound(rule.get("high"), a)
+        branches = [(W * a - pos * low - neg * high, zero_b, float(rule.get("stabilizer")), 1.0, None)]
+    else:
+        raise ValueError(name)
+    result = torch.zeros(W.shape[1], dtype=W.dtype)
+    for Z, B, eps, coeff, mask in branches:
+        if rule.bias == "ignore":
+            B = zero_b
+        pre = Z.sum(dim=1) + B
+        D = pre + eps * torch.where(pre >= 0, 1.0, -1.0).to(pre.dtype)
+        if rule.bias == "distribute":
+            n = conn.sum(dim=1, keepdim=True)
+            Z = Z + torch.where(n > 0, (B[:, None] / torch.where(n > 0, n, 1.0)) * conn, 0.0)
+        share = coeff * r * (mask.to(r.dtype) if mask is not None else 1.0)
+        share = torch.where(D != 0, share / torch.where(D != 0, D, 1.0), 0.0)
+        result = result + (Z * share[:, None]).sum(dim=0)
+    return result
+
+
+def verify_node(
+    node: Node, rule: Rule, params: dict, a: Tensor, z: Tensor, r: Tensor, max_units: int
+) -> RuleCheck:
+    """Compare the engine's result for one sample (batch dim 1) with the dense formula."""
+    view = linear_view(node, params, tuple(a.shape), z.dim())
+    flat_r = r.reshape(-1)
+    total = flat_r.numel()
+    units = torch.argsort(flat_r.abs(), descending=True)[: min(max_units, total)]
+    units = units[flat_r[units] != 0]
+    masked = torch.zeros_like(flat_r)
+    masked[units] = flat_r[units]
+    masked = masked.reshape(r.shape)
+    engine = apply_linear_rule(rule, view, a, z, masked).r_in.reshape(-1)
+
+    def full(x: Tensor) -> Tensor:
+        out = view.apply(x, view.weight)
+        return out + view.bias if view.bias is not None else out
+
+    W = _rows(full, a, units)
+    if view.is_pool:
+        conn = (W != 0).to(W.dtype)
+    else:
+        conn = _rows(lambda x: view.apply(x, view.ones_weight()), a, units)
+    b = z.reshape(-1)[units] - W @ a.reshape(-1)
+    dense = dense_rule(rule, W, b, conn, a.reshape(-1), z.reshape(-1)[units], flat_r[units])
+    dev = float((engine - dense).abs().max()) if dense.numel() else 0.0
+    return RuleCheck(node.id, rule.describe(), dev, float(flat_r[units].abs().sum()), len(units), total)
+
+
+def verify_rules(
+    graph: Graph,
+    feeds: dict[str, Tensor],
+    rules: RuleChoice,
+    init: str = "logit",
+    target=None,
+    dtype: torch.dtype = torch.float64,
+    max_units: int = 128,
+    sample: int = 0,
+) -> list[RuleCheck]:
+    """Dense re-evaluation of every linear-type node's rule on one sample; returns the deviations."""
+    chosen = resolve_rules(graph, rules)
+    keep: dict[str, Tensor] = {}
+    result = propagate(graph, feeds, chosen, init, target, dtype, keep_relevance=keep)
+    values = result.values or {}
+    params = cast_params(graph, dtype)
+    checks = []
+    for node in graph.nodes:
+        if node.op not in LINEAR_TYPE and node.op not in POOLS:
+            continue
+        pick = slice(sample, sample + 1)
+        a, z, r = values[node.inputs[0]][pick], values[node.output][pick], keep[node.id][pick]
+        checks.append(verify_node(node, chosen[node.id], params[node.id], a, z, r, max_units))
+    return checks
