@@ -1,17 +1,200 @@
-"""The Python API: load a model, build its IR for given inputs, check forward fidelity, audit LRP."""
+"""The Python API: load a model, check its forward pass, run the LRP audit over an input set.
+
+import lrpaudit
+from lrpaudit.rules import Rule
+result = lrpaudit.audit("model.onnx", Rule("epsilon"), random=8)
+print(result.verdict, result.layer_rows()[0])
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from .audit import UNEXPLAINED_BOUND, LayerAudit, SampleAudit, Tolerance, sample_verdict, samples_from
+from .errors import InputError
 from .fidelity import FidelityResult, check_fidelity
 from .frontends import load_model
-from .inputs import Batch, random_batches
+from .inputs import Batch, file_batches, random_batches
 from .ir import Graph
+from .passes import strip_output_softmax
+from .propagate import RuleChoice, propagate, resolve_rules
+from .verify import RuleCheck, verify_rules
 
-__all__ = ["load_model", "inspect_model", "random_batches", "Batch", "Graph", "FidelityResult"]
+__all__ = ["AuditResult", "audit", "inspect_model", "load_model"]
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+@dataclass
+class AuditResult:
+    """Everything one audit of one model with one configuration found."""
+
+    model_path: str
+    model_format: str
+    model_sha256: str
+    dtype: str
+    device: str
+    tolerance: Tolerance
+    layers: list[LayerAudit]
+    samples: list[SampleAudit]
+    fidelity: FidelityResult | None
+    notes: list[str] = field(default_factory=list)
+    rule_checks: list[RuleCheck] | None = None
+    relevance: dict[str, np.ndarray] | None = None
+    config: dict = field(default_factory=dict)
+
+    @property
+    def bound(self) -> float:
+        return UNEXPLAINED_BOUND[self.dtype]
+
+    def layer_rows(self) -> list[dict]:
+        """One row per node, aggregated over samples (the worst sample's figures)."""
+        return [layer.aggregate_row(self.tolerance.gate, self.bound) for layer in self.layers]
+
+    def sample_layer_rows(self, position: int) -> list[dict]:
+        """The per-node rows of the ``position``-th sample."""
+        return [layer.sample_row(position, self.tolerance.gate, self.bound) for layer in self.layers]
+
+    @property
+    def verdict(self) -> str:
+        failed = any(row["verdict"] != "pass" for row in self.layer_rows())
+        failed = failed or any(s.verdict != "pass" for s in self.samples)
+        return "fail" if failed else "pass"
+
+
+def _batches(model, inputs, random: int | None, seed: int, batch_size: int, input_shapes) -> Iterable[Batch]:
+    declared = model.declared_shapes()
+    if inputs is None:
+        if not random:
+            raise InputError("no inputs: give input files or a number of random samples")
+        return random_batches(declared, random, batch_size, seed, input_shapes)
+    if isinstance(inputs, (str, Path)):
+        return file_batches(inputs, declared, batch_size)
+    if isinstance(inputs, np.ndarray):
+        inputs = {next(iter(declared)): inputs}
+    if isinstance(inputs, dict):
+        arrays = {k: np.asarray(v) for k, v in inputs.items()}
+        count = next(iter(arrays.values())).shape[0]
+        return [
+            Batch(
+                {k: v[s : s + batch_size] for k, v in arrays.items()},
+                [f"array#{i}" for i in range(s, min(s + batch_size, count))],
+                s,
+            )
+            for s in range(0, count, batch_size)
+        ]
+    return inputs
+
+
+def audit(
+    model,
+    rules: RuleChoice,
+    inputs=None,
+    *,
+    random: int | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    init: str = "logit",
+    target=None,
+    dtype: str = "float64",
+    device: str = "cpu",
+    tolerance: Tolerance | None = None,
+    explain: str = "logits",
+    check_forward: bool = True,
+    verify: bool = False,
+    keep_relevance: bool = False,
+    rule_sources: dict[str, str] | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> AuditResult:
+    """Audit LRP conservation of ``model`` (path or loaded model) under ``rules`` on an input set.
+
+    Inputs stream in batches of ``batch_size``: memory holds one batch's activations. The forward pass is proven
+    against the model's runtime on every batch before relevance is propagated.
+    """
+    model = load_model(model) if isinstance(model, (str, Path)) else model
+    tolerance = tolerance or Tolerance()
+    torch_dtype = DTYPES[dtype]
+    layers: dict[str, LayerAudit] = {}
+    samples: list[SampleAudit] = []
+    fidelity: FidelityResult | None = None
+    notes: list[str] = []
+    checks: list[RuleCheck] | None = None
+    saved: dict[str, list[np.ndarray]] = {}
+    for batch in _batches(model, inputs, random, seed, batch_size, input_shapes):
+        graph = _graph_for(model, batch, explain)
+        if check_forward:
+            fidelity = _worse(fidelity, check_fidelity(model, model.graph(_shapes(batch)), _feeds(batch)))
+        chosen = resolve_rules(graph, rules)
+        feeds = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.arrays.items()}
+        result = propagate(graph, feeds, chosen, init, target, torch_dtype, device)
+        notes = result.notes
+        for node, record in zip(graph.nodes, result.records):
+            if node.id not in layers:
+                source = (rule_sources or {}).get(node.id, "default" if node.op not in _LINEAR else "rules")
+                layers[node.id] = LayerAudit(
+                    node.id, node.op, record.rule, source, record.bias_mode, tolerance.for_node(node.id)
+                )
+            layers[node.id].add(record)
+        batch_samples = samples_from(result, batch.sources, batch.first_index)
+        for position, sample in enumerate(batch_samples):
+            offset = len(samples) + position
+            verdicts = [
+                layer.sample_row(offset, tolerance.gate, UNEXPLAINED_BOUND[dtype])["verdict"]
+                for layer in layers.values()
+            ]
+            sample.verdict = sample_verdict(sample, verdicts, tolerance)
+        samples.extend(batch_samples)
+        if keep_relevance:
+            for name, tensor in result.input_relevance.items():
+                saved.setdefault(name, []).append(tensor.detach().cpu().numpy())
+            saved.setdefault("targets", []).append(result.targets.cpu().numpy())
+            saved.setdefault("output_relevance", []).append(result.output_relevance.detach().cpu().numpy())
+        if verify and checks is None:
+            checks = verify_rules(graph, feeds, chosen, init, target, torch_dtype)
+        if on_batch:
+            on_batch(len(samples), batch.size)
+    if not samples:
+        raise InputError("the audit checked nothing: no samples were given")
+    return AuditResult(
+        model_path=str(model.path),
+        model_format=model.format,
+        model_sha256=model.sha256(),
+        dtype=dtype,
+        device=device,
+        tolerance=tolerance,
+        layers=list(layers.values()),
+        samples=samples,
+        fidelity=fidelity,
+        notes=notes,
+        rule_checks=checks,
+        relevance={k: np.concatenate(v) for k, v in saved.items()} if keep_relevance else None,
+    )
+
+
+_LINEAR = ("linear", "conv", "conv_transpose", "affine")
+
+
+def _shapes(batch: Batch) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(a.shape) for name, a in batch.arrays.items()}
+
+
+def _feeds(batch: Batch) -> dict[str, np.ndarray]:
+    return {name: np.ascontiguousarray(a) for name, a in batch.arrays.items()}
+
+
+def _graph_for(model, batch: Batch, explain: str) -> Graph:
+    graph = model.graph(_shapes(batch))
+    return strip_output_softmax(graph) if explain == "logits" else graph
+
+
+def _worse(old: FidelityResult | None, new: FidelityResult) -> FidelityResult:
+    return new if old is None or new.max_rel_diff >= old.max_rel_diff else old
 
 
 def inspect_model(
@@ -23,8 +206,7 @@ def inspect_model(
 ) -> tuple[object, Graph, FidelityResult]:
     """Load a model, build the canonical IR for ``random`` seeded samples and check it against the runtime."""
     model = load_model(path)
-    batch = next(random_batches(model.declared_shapes(), random, random, seed, input_shapes))
-    graph = model.graph({name: a.shape for name, a in batch.arrays.items()})
-    feeds = {name: np.ascontiguousarray(a) for name, a in batch.arrays.items()}
-    result = check_fidelity(model, graph, feeds, dtype="float32", intermediates=intermediates)
+    batch = next(iter(random_batches(model.declared_shapes(), random, random, seed, input_shapes)))
+    graph = model.graph(_shapes(batch))
+    result = check_fidelity(model, graph, _feeds(batch), dtype="float32", intermediates=intermediates)
     return model, graph, result
