@@ -65,6 +65,7 @@ class Context:
     nodes: list[Node] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
     current: onnx.NodeProto | None = None
+    float_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))  # element type of activations
 
     # -- values
     def name(self, value: str) -> str:
@@ -106,7 +107,9 @@ class Context:
     # -- building
     def fail(self, message: str) -> None:
         node = self.current
-        where = f"node {node.name or node.output[0]!r} ({node.op_type}, opset {self.opset})" if node else "graph"
+        where = (
+            f"node {node.name or node.output[0]!r} ({node.op_type}, opset {self.opset})" if node else "graph"
+        )
         raise UnsupportedOpError(f"{self.path}: {where}: {message}")
 
     def alias(self, out: str, src: str) -> None:
@@ -134,7 +137,9 @@ class Context:
             inputs=[self.name(v) for v in inputs],
             outputs=[output],
             attrs=attrs or {},
-            params={k2: v if isinstance(v, torch.Tensor) else to_param(v) for k2, v in (params or {}).items()},
+            params={
+                k2: v if isinstance(v, torch.Tensor) else to_param(v) for k2, v in (params or {}).items()
+            },
             origin={
                 "frontend": "onnx",
                 "ops": [onnx_node.op_type] if onnx_node is not None else [],
@@ -164,17 +169,32 @@ def _fold(ctx: Context, node: onnx.NodeProto) -> None:
     from onnx.reference import ReferenceEvaluator
 
     feeds = {name: ctx.const(name) for name in node.input if name}
+    # A bare NodeProto would run the newest version of the op; a one-node graph honours the model's opset.
+    untyped = onnx.TypeProto()
+    graph = helper.make_graph(
+        [node],
+        "fold",
+        [helper.make_value_info(name, untyped) for name in feeds],
+        [helper.make_value_info(name, untyped) for name in node.output if name],
+    )
     try:
-        evaluator = ReferenceEvaluator(node, opsets={"": ctx.opset})
+        evaluator = ReferenceEvaluator(graph, opsets={"": ctx.opset})
         results = evaluator.run(None, feeds)
     except Exception as exc:
         ctx.fail(f"cannot fold constant subgraph ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
-    for name, value in zip(node.output, results):
+    for name, value in zip([name for name in node.output if name], results):
         if name:
             ctx.consts[name] = np.asarray(value)
 
 
-_NON_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+_NON_FOLDABLE = {
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+}
 
 
 def convert_graph(
@@ -207,6 +227,7 @@ def convert_graph(
                 f"{onnx.TensorProto.DataType.Name(elem)}; only floating-point inputs can carry relevance"
             )
         input_dtypes[value.name] = _TENSOR_DTYPES[elem]
+        ctx.float_dtype = np.dtype(_TENSOR_DTYPES[elem])
         ctx.examples[value.name] = torch.empty(input_shapes[value.name], device="meta")
     for node in model.graph.node:
         ctx.current = node
@@ -232,7 +253,12 @@ def convert_graph(
         nodes=ctx.nodes,
         shapes={name: tuple(t.shape) for name, t in ctx.examples.items()},
         input_dtypes=input_dtypes,
-        source={"format": "onnx", "path": str(path), "opset": ctx.opset, "output_names": [v.name for v in model.graph.output]},
+        source={
+            "format": "onnx",
+            "path": str(path),
+            "opset": ctx.opset,
+            "output_names": [v.name for v in model.graph.output],
+        },
     )
     validate(graph)
     return graph

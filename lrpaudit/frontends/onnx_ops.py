@@ -34,7 +34,12 @@ def identity(ctx: Context, node: onnx.NodeProto) -> None:
 @converter("Cast", "CastLike")
 def cast(ctx: Context, node: onnx.NodeProto) -> None:
     target = ctx.attr(node, "to")
-    if node.op_type == "CastLike":
+    if node.op_type == "CastLike" and not ctx.is_const(node.input[1]):
+        if ctx.is_const(node.input[0]):  # a constant cast to an activation's (floating) type: fold it
+            ctx.consts[node.output[0]] = ctx.const(node.input[0]).astype(ctx.float_dtype)
+            return
+        target = onnx.helper.np_dtype_to_tensor_dtype(ctx.float_dtype)
+    elif node.op_type == "CastLike":
         target = onnx.helper.np_dtype_to_tensor_dtype(ctx.const(node.input[1]).dtype)
     if target not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
         ctx.fail("Cast of an activation to a non-floating type cuts the relevance path")
@@ -74,7 +79,12 @@ def _window_attrs(ctx: Context, node: onnx.NodeProto, kernel: list[int]) -> dict
         pads = _auto_pads(auto_pad, ctx.shape(node.input[0])[2:], kernel, stride, dilation)
     else:
         pads = list(ctx.attr(node, "pads", [0] * (2 * dims)))
-    return {"kernel": tuple(kernel), "stride": tuple(stride), "dilation": tuple(dilation), "pads": tuple(pads)}
+    return {
+        "kernel": tuple(kernel),
+        "stride": tuple(stride),
+        "dilation": tuple(dilation),
+        "pads": tuple(pads),
+    }
 
 
 @converter("Conv")
@@ -109,7 +119,13 @@ def conv_transpose(ctx: Context, node: onnx.NodeProto) -> None:
         output_shape = list(output_shape)[-dims:]
         begins, ends = [], []
         for i in range(dims):
-            total = stride[i] * (in_sizes[i] - 1) + out_pad[i] + (kernel[i] - 1) * dilation[i] + 1 - output_shape[i]
+            total = (
+                stride[i] * (in_sizes[i] - 1)
+                + out_pad[i]
+                + (kernel[i] - 1) * dilation[i]
+                + 1
+                - output_shape[i]
+            )
             if auto_pad == "SAME_UPPER":
                 begins.append(total // 2)
                 ends.append(total - total // 2)
@@ -180,7 +196,9 @@ def batch_norm(ctx: Context, node: onnx.NodeProto) -> None:
     eps = float(ctx.attr(node, "epsilon", 1e-5))
     scale = gamma / np.sqrt(var + eps)
     shift = beta - mean * scale
-    ctx.emit("affine", [node.input[0]], node.output[0], {"source": "batchnorm"}, {"weight": scale, "bias": shift})
+    ctx.emit(
+        "affine", [node.input[0]], node.output[0], {"source": "batchnorm"}, {"weight": scale, "bias": shift}
+    )
 
 
 # ---------------------------------------------------------------- activations
@@ -258,7 +276,12 @@ def global_avgpool(ctx: Context, node: onnx.NodeProto) -> None:
 def global_maxpool(ctx: Context, node: onnx.NodeProto) -> None:
     spatial = ctx.shape(node.input[0])[2:]
     dims = len(spatial)
-    attrs = {"kernel": tuple(spatial), "stride": (1,) * dims, "dilation": (1,) * dims, "pads": (0,) * (2 * dims)}
+    attrs = {
+        "kernel": tuple(spatial),
+        "stride": (1,) * dims,
+        "dilation": (1,) * dims,
+        "pads": (0,) * (2 * dims),
+    }
     ctx.emit("maxpool", [node.input[0]], node.output[0], attrs)
 
 
@@ -319,7 +342,11 @@ def _axes(ctx: Context, node: onnx.NodeProto) -> list[int] | None:
 def squeeze(ctx: Context, node: onnx.NodeProto) -> None:
     shape = ctx.shape(node.input[0])
     axes = _axes(ctx, node)
-    axes = [i for i, s in enumerate(shape) if s == 1] if axes is None else [_norm_axis(a, len(shape)) for a in axes]
+    axes = (
+        [i for i, s in enumerate(shape) if s == 1]
+        if axes is None
+        else [_norm_axis(a, len(shape)) for a in axes]
+    )
     _reshape_to(ctx, node, tuple(s for i, s in enumerate(shape) if i not in axes))
 
 
@@ -361,12 +388,18 @@ def slice_(ctx: Context, node: onnx.NodeProto) -> None:
         starts, ends = ctx.optional_const(node, 1), ctx.optional_const(node, 2)
         axes, steps = ctx.optional_const(node, 3), ctx.optional_const(node, 4)
     starts, ends = [int(s) for s in np.ravel(starts)], [int(e) for e in np.ravel(ends)]
-    axes = list(range(len(starts))) if axes is None else [_norm_axis(int(a), len(shape)) for a in np.ravel(axes)]
+    axes = (
+        list(range(len(starts))) if axes is None else [_norm_axis(int(a), len(shape)) for a in np.ravel(axes)]
+    )
     steps = [1] * len(starts) if steps is None else [int(s) for s in np.ravel(steps)]
     if 0 in axes:
         ctx.fail("Slice along the batch axis is not supported")
-    indices = [list(range(*slice(s, e, st).indices(shape[a]))) for s, e, st, a in zip(starts, ends, steps, axes)]
-    ctx.emit("slice", [node.input[0]], node.output[0], {"axes": tuple(axes), "indices": tuple(map(tuple, indices))})
+    indices = [
+        list(range(*slice(s, e, st).indices(shape[a]))) for s, e, st, a in zip(starts, ends, steps, axes)
+    ]
+    ctx.emit(
+        "slice", [node.input[0]], node.output[0], {"axes": tuple(axes), "indices": tuple(map(tuple, indices))}
+    )
 
 
 @converter("Gather")
@@ -403,7 +436,12 @@ def pad(ctx: Context, node: onnx.NodeProto) -> None:
         ctx.fail("Pad along the batch axis is not supported")
     if mode not in ("constant", "reflect", "edge"):
         ctx.fail(f"Pad mode {mode!r} is not supported")
-    ctx.emit("pad", [node.input[0]], node.output[0], {"pads": tuple(int(p) for p in pads), "mode": mode, "value": value})
+    ctx.emit(
+        "pad",
+        [node.input[0]],
+        node.output[0],
+        {"pads": tuple(int(p) for p in pads), "mode": mode, "value": value},
+    )
 
 
 # ---------------------------------------------------------------- arithmetic
