@@ -1,0 +1,131 @@
+"""The terminal report (rich): a compact per-layer table that fits 100 columns, a wide one with ``-v``."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..audit import CATEGORY_WORDS
+
+VERDICT_STYLE = {"pass": "green", "fail": "red", "unexplained": "bold magenta", "non_finite": "bold red"}
+COMPACT_RULE_WIDTH = 22
+
+
+def _num(value) -> str:
+    if value is None:
+        return "-"
+    if value != value or value in (float("inf"), float("-inf")):
+        return "nan" if value != value else "inf"
+    return "0" if value == 0 else f"{value:.3g}"
+
+
+def _category(row: dict) -> str:
+    category = row.get("largest_category")
+    if not category:
+        return "-"
+    share = abs(row[category]) / row["scale"] * 100 if row.get("scale") else 0.0
+    return f"{CATEGORY_WORDS[category]} {share:.2g}%"
+
+
+def ordered_rows(rows: list[dict]) -> list[dict]:
+    """Failing rows first (worst first), then the rest in graph order."""
+    failing = [r for r in rows if r["verdict"] != "pass"]
+    failing.sort(key=lambda r: -(r["rel_error"] if r["rel_error"] == r["rel_error"] else float("inf")))
+    return failing + [r for r in rows if r["verdict"] == "pass"]
+
+
+def render_layers(result, console: Console, verbose: bool = False, all_rows: bool = True) -> None:
+    """The per-layer conservation table of one audit."""
+    rows = ordered_rows(result.layer_rows())
+    title = f"{result.model_path}  [{result.config.get('name', 'rules')}]  {result.dtype}, gate {result.tolerance.gate}"
+    table = Table(title=title, title_justify="left", pad_edge=False, show_edge=False)
+    table.add_column("layer", overflow="fold", max_width=28 if not verbose else 40)
+    table.add_column("op", max_width=14)
+    table.add_column("rule", overflow="ellipsis", max_width=COMPACT_RULE_WIDTH if not verbose else 36)
+    if verbose:
+        table.add_column("bias")
+        for header in ("r_received", "r_passed", "leak", "bias share", "stab share", "degenerate", "residual"):
+            table.add_column(header, justify="right")
+    table.add_column("rel_error", justify="right")
+    if verbose:
+        table.add_column("rel_resid", justify="right")
+        table.add_column("tol", justify="right")
+    table.add_column("largest", max_width=22)
+    table.add_column("verdict")
+    for row in rows:
+        if not all_rows and row["verdict"] == "pass" and row["op"] not in ("linear", "conv", "conv_transpose", "affine"):
+            continue
+        cells = [row["id"], row["op"], row["rule"]]
+        if verbose:
+            cells.append(row["bias_mode"])
+            cells += [
+                _num(row[k])
+                for k in ("r_received", "r_passed", "leak", "absorbed_bias", "absorbed_stabilizer", "degenerate", "residual")
+            ]
+        cells.append(_num(row["rel_error"]))
+        if verbose:
+            cells += [_num(row["rel_residual"]), _num(row["tolerance"])]
+        cells.append(_category(row))
+        cells.append(Text(row["verdict"].upper(), style=VERDICT_STYLE[row["verdict"]]))
+        table.add_row(*cells, style="red" if row["verdict"] != "pass" else None)
+    console.print(table)
+    hints = [r for r in rows if r["verdict"] != "pass" and r.get("hint")]
+    for row in hints[:10]:
+        console.print(f"  hint: {row['hint']}", highlight=False)
+    if len(hints) > 10:
+        console.print(f"  ... and {len(hints) - 10} more failing layers (see -v or the JSON report)")
+
+
+def render_samples(result, console: Console) -> None:
+    """End-to-end figures per sample (worst first, at most 10)."""
+    samples = sorted(result.samples, key=lambda s: -s.rel_error)[:10]
+    table = Table(title="end to end (worst samples)", title_justify="left", pad_edge=False, show_edge=False)
+    for header in ("sample", "target", "r_output", "r_input", "rel_error", "bias", "stabilizer", "degenerate", "verdict"):
+        table.add_column(header, justify="right" if header not in ("sample", "verdict") else "left")
+    for s in samples:
+        table.add_row(
+            s.source,
+            str(s.target),
+            _num(s.r_output),
+            _num(s.r_input),
+            _num(s.rel_error),
+            _num(s.totals["absorbed_bias"]),
+            _num(s.totals["absorbed_stabilizer"]),
+            _num(s.totals["degenerate"]),
+            Text(s.verdict.upper(), style=VERDICT_STYLE[s.verdict]),
+        )
+    console.print(table)
+
+
+def render_checks(result, console: Console) -> None:
+    """--verify-rules: the dense re-evaluation of each linear-type node's rule."""
+    if not result.rule_checks:
+        return
+    table = Table(title="rule self-verification (dense formula vs engine)", title_justify="left", show_edge=False)
+    for header in ("layer", "rule", "units checked", "max abs dev", "rel dev"):
+        table.add_column(header)
+    for check in result.rule_checks:
+        table.add_row(
+            check.node_id,
+            check.rule,
+            f"{check.units_checked}/{check.units_total}",
+            _num(check.max_abs_dev),
+            _num(check.rel_dev),
+        )
+    console.print(table)
+
+
+def summary_line(result) -> str:
+    """The one-line verdict for stderr."""
+    rows = result.layer_rows()
+    failed = [r for r in rows if r["verdict"] != "pass"]
+    failed_samples = sum(s.verdict != "pass" for s in result.samples)
+    name = result.config.get("name", "rules")
+    head = f"lrpaudit: {result.model_path} [{name}]: {result.verdict.upper()}"
+    body = f"{len(rows) - len(failed)}/{len(rows)} layers pass, {len(result.samples) - failed_samples}/{len(result.samples)} samples pass"
+    if failed:
+        worst = ordered_rows(rows)[0]
+        category = CATEGORY_WORDS.get(worst.get("largest_category") or "", "-")
+        body += f"; worst {worst['id']} rel_error {_num(worst['rel_error'])} ({category})"
+    return f"{head}: {body}"
