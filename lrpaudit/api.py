@@ -117,7 +117,7 @@ def audit(
     Inputs stream in batches of ``batch_size``: memory holds one batch's activations. The forward pass is proven
     against the model's runtime on every batch before relevance is propagated.
     """
-    model = load_model(model) if isinstance(model, (str, Path)) else model
+    model = load_model(model, input_shapes) if isinstance(model, (str, Path)) else model
     tolerance = tolerance or Tolerance()
     torch_dtype = DTYPES[dtype]
     layers: dict[str, LayerAudit] = {}
@@ -205,7 +205,7 @@ def inspect_model(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> tuple[object, Graph, FidelityResult]:
     """Load a model, build the canonical IR for ``random`` seeded samples and check it against the runtime."""
-    model = load_model(path)
+    model = load_model(path, input_shapes)
     batch = next(iter(random_batches(model.declared_shapes(), random, random, seed, input_shapes)))
     graph = model.graph(_shapes(batch))
     result = check_fidelity(model, graph, _feeds(batch), dtype="float32", intermediates=intermediates)

@@ -83,7 +83,7 @@ def inspect(model_path: Path, random_n: int, seed: int, input_shape: str | None,
     if shapes and "*" in shapes:
         from .frontends import load_model
 
-        names = list(load_model(model_path).declared_shapes())
+        names = load_model(model_path).input_names
         shapes = {names[0]: shapes["*"]}
     model, graph, fidelity = inspect_model(model_path, random_n, seed, not final_only, shapes)
     render_ir(graph)

@@ -7,8 +7,12 @@ from pathlib import Path
 from ..errors import ModelError
 
 
-def load_model(path: str | Path):
-    """Load an ONNX or TorchScript file as a model object with ``graph(shapes)`` and ``reference_outputs``."""
+def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None):
+    """Load an ONNX or TorchScript file as a model object with ``graph(shapes)`` and ``reference_outputs``.
+
+    ``input_shapes`` (full shapes by input name, batch included) serves formats that declare none: a TorchScript
+    file's ``declared_shapes()`` comes from them (or from the example a traced module recorded). ONNX ignores it.
+    """
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such file")
@@ -21,7 +25,7 @@ def load_model(path: str | Path):
             from .torchscript import load_torchscript
         except ImportError as exc:  # pragma: no cover - frontend not built yet
             raise ModelError(f"{path}: TorchScript files are not supported yet") from exc
-        return load_torchscript(path)
+        return load_torchscript(path, input_shapes)
     from .onnx import load_onnx
 
     return load_onnx(path)

@@ -1,0 +1,259 @@
+"""The TorchScript frontend: a ``.pt`` archive -> canonical IR, plus the ScriptModule itself as the fidelity reference.
+
+The archive's zip entries are checked *before* ``torch.jit.load``, so a pickle written by ``torch.save`` (a
+state_dict or a whole ``nn.Module``) is named for what it is and never unpickled.
+
+TorchScript files declare no input shapes. ``declared_shapes`` uses, in order: the shapes given by the caller
+(``load_torchscript(path, input_shapes=...)``, which the CLI fills from ``--input-shape``), or the example input a
+traced module recorded in its archive (``torch.jit.trace`` stores it since torch 2.0). For a scripted module with
+neither, it raises an InputError that asks for ``--input-shape``. The batch dimension (axis 0) is always free.
+
+The IR is built per input shape by interpreting the module's inlined graph on a seeded random input of that shape
+(``torchscript_interp.py``): traced graphs contain fixed shape arithmetic, scripted ones contain branches on shapes,
+so the graph is specialized on the shapes it was built for. Value-dependent control flow is refused.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError, ModelError
+from ..ir import Graph
+from ..passes import canonicalize
+from .onnx import file_sha256
+from .torchscript_interp import interpret
+
+EXPORT_HINT = (
+    "export the model instead: torch.jit.trace(model.eval(), example).save('model.pt') (or torch.jit.script), "
+    "or torch.onnx.export(model.eval(), (example,), 'model.onnx')"
+)
+
+
+def check_archive(path: Path) -> bool:
+    """Refuse anything that is not a TorchScript zip archive, by its entry names alone (nothing is unpickled).
+
+    Returns whether the archive holds the example inputs of a trace (``traced_inputs.pkl``).
+    """
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        if head[:1] == b"\x80":
+            raise ModelError(
+                f"{path}: is a legacy torch.save pickle, not a TorchScript archive; lrpaudit never loads pickles: "
+                + EXPORT_HINT
+            )
+        raise ModelError(
+            f"{path}: is not a TorchScript archive (not a zip file; truncated or another format)"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(f"{path}: is not a readable zip archive ({exc})") from exc
+    roots = sorted({name.split("/", 1)[0] for name in names if "/" in name})
+    if len(roots) != 1:
+        raise ModelError(
+            f"{path}: is a zip archive but not a TorchScript archive (expected one top folder, found {roots})"
+        )
+    root = roots[0]
+    has_code = any(name.startswith(f"{root}/code/") for name in names)
+    has_constants = f"{root}/constants.pkl" in names
+    has_data = f"{root}/data.pkl" in names
+    if has_data and not has_code:
+        raise ModelError(
+            f"{path}: is a torch.save archive (a pickled state_dict or nn.Module: data.pkl without code/), not a "
+            "TorchScript model; lrpaudit never loads pickles: " + EXPORT_HINT
+        )
+    missing = [
+        entry
+        for entry, present in (
+            (f"{root}/code/", has_code),
+            (f"{root}/constants.pkl", has_constants),
+            (f"{root}/data.pkl", has_data),
+        )
+        if not present
+    ]
+    if missing:
+        raise ModelError(
+            f"{path}: is a zip archive but not a complete TorchScript archive (missing {', '.join(missing)})"
+        )
+    return f"{root}/traced_inputs.pkl" in names
+
+
+def _module_dtype(module: Any) -> torch.dtype:
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
+@dataclass
+class TorchScriptModel:
+    """A loaded TorchScript archive. ``graph(shapes)`` gives the canonical IR specialized on concrete input shapes."""
+
+    path: Path
+    module: Any
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    example_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    format: str = "torchscript"
+    reference_name: str = "torchscript"
+    _graphs: dict[tuple, Graph] = field(default_factory=dict, repr=False)
+    _values: dict[tuple, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    @property
+    def input_names(self) -> list[str]:
+        """The forward argument names that take tensors."""
+        return [a.name for a in self.module.forward.schema.arguments[1:] if str(a.type) == "Tensor"]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _module_dtype(self.module)
+
+    def declared_shapes(self) -> dict[str, list[int | str | None]]:
+        """Given or recorded example shapes with a free batch axis; an InputError when neither exists."""
+        shapes: dict[str, list[int | str | None]] = {}
+        for name in self.input_names:
+            shape = self.input_shapes.get(name) or self.example_shapes.get(name)
+            if shape is None:
+                raise InputError(
+                    f"{self.path}: TorchScript files do not declare input shapes and this one recorded no example "
+                    f"input for {name!r} (a scripted module); give --input-shape, e.g. --input-shape 1,3,32,32"
+                )
+            shapes[name] = [None, *shape[1:]]
+        return shapes
+
+    def set_input_shapes(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Full input shapes (batch included) by forward argument name; ``"*"`` names the first argument."""
+        shapes = {(self.input_names[0] if name == "*" else name): shape for name, shape in shapes.items()}
+        unknown = [name for name in shapes if name not in self.input_names]
+        if unknown:
+            raise InputError(
+                f"{self.path}: input shape given for {unknown}, but forward takes {self.input_names}"
+            )
+        self.input_shapes = {name: tuple(int(d) for d in shape) for name, shape in shapes.items()}
+
+    def sha256(self) -> str:
+        return file_sha256(self.path)
+
+    def _key(self, shapes: dict[str, tuple[int, ...]]) -> tuple:
+        return tuple(sorted((name, tuple(int(d) for d in shape)) for name, shape in shapes.items()))
+
+    def graph(self, shapes: dict[str, tuple[int, ...]]) -> Graph:
+        """Canonical IR for these input shapes (cached)."""
+        key = self._key(shapes)
+        if key not in self._graphs:
+            missing = [name for name in self.input_names if name not in shapes]
+            if missing:
+                raise InputError(f"{self.path}: no input shape given for forward argument(s) {missing}")
+            generator = torch.Generator().manual_seed(0)
+            feeds = {
+                name: torch.randn(tuple(shapes[name]), generator=generator, dtype=torch.float64).to(
+                    self.dtype
+                )
+                for name in self.input_names
+            }
+            raw, values = self._interpret(feeds)
+            graph = canonicalize(raw)
+            for node in graph.nodes:  # after fusions a node may produce another aten value; point at it
+                node.origin["source_output"] = node.output if node.output in values else None
+            self._graphs[key] = graph
+        return self._graphs[key]
+
+    def _interpret(self, feeds: dict[str, torch.Tensor]) -> tuple[Graph, dict[str, torch.Tensor]]:
+        raw, ctx = interpret(self.module, str(self.path), feeds, self.dtype)
+        named = {
+            name for node in raw.nodes for name in node.outputs if node.origin.get("source_output") == name
+        }
+        return raw, {name: ctx.values[name] for name in named}
+
+    def reference_outputs(
+        self, feeds: dict[str, np.ndarray], names: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run the ScriptModule itself under no_grad; ``names`` adds intermediates (from its own aten ops)."""
+        tensors = {}
+        for name in self.input_names:
+            if name not in feeds:
+                raise InputError(f"{self.path}: no value fed for forward argument {name!r}")
+            tensors[name] = torch.from_numpy(np.ascontiguousarray(feeds[name])).to(self.dtype)
+        graph = self.graph({name: tuple(t.shape) for name, t in tensors.items()})
+        try:
+            with torch.no_grad():
+                result = self.module(*[tensors[name] for name in self.input_names])
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: the ScriptModule fails on this input: {first}") from exc
+        flat = _flatten(result)
+        output_names = graph.source["output_names"]
+        if len(flat) != len(output_names):
+            raise ModelError(
+                f"{self.path}: the ScriptModule returned {len(flat)} tensors, the IR has {len(output_names)}"
+            )
+        outputs = {name: t.detach().cpu().numpy() for name, t in zip(output_names, flat)}
+        wanted = [name for name in names or [] if name not in outputs]
+        if wanted:
+            _, values = self._interpret(tensors)
+            for name in wanted:
+                if name in values:
+                    outputs[name] = values[name].detach().cpu().numpy()
+        return outputs
+
+
+def _flatten(result: Any) -> list[torch.Tensor]:
+    if isinstance(result, torch.Tensor):
+        return [result]
+    if isinstance(result, (list, tuple)):
+        return [t for item in result for t in _flatten(item)]
+    if isinstance(result, dict):
+        return [t for item in result.values() for t in _flatten(item)]
+    raise ModelError(f"the ScriptModule returned a {type(result).__name__}, not tensors")
+
+
+def load_torchscript(
+    path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None
+) -> TorchScriptModel:
+    """Check the archive, ``torch.jit.load`` it on CPU; conversion to IR happens per input shape in ``graph``."""
+    path = Path(path)
+    traced_inputs = check_archive(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if traced_inputs:  # restores the recorded example shapes into the graph's input types
+                module = torch.jit.load(str(path), map_location="cpu", _restore_shapes=True)
+            else:
+                module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{path}: torch.jit.load failed: {first}") from exc
+    module.eval()
+    model = TorchScriptModel(path=path, module=module)
+    model.example_shapes = _recorded_shapes(module, model.input_names)
+    if input_shapes:
+        model.set_input_shapes(input_shapes)
+    return model
+
+
+def _recorded_shapes(module: Any, names: list[str]) -> dict[str, tuple[int, ...]]:
+    """Shapes of the example input a traced module recorded (restored into the graph's input types on load)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    try:
+        graph_inputs = list(module.graph.inputs())[1:]
+    except Exception:  # pragma: no cover
+        return shapes
+    by_name = dict(zip([a.name for a in module.forward.schema.arguments[1:]], graph_inputs))
+    for name in names:
+        value = by_name.get(name)
+        sizes = None
+        try:
+            sizes = value.type().sizes() if value is not None else None
+        except Exception:
+            sizes = None
+        if sizes and all(isinstance(d, int) for d in sizes):
+            shapes[name] = tuple(sizes)
+    return shapes

@@ -1,0 +1,801 @@
+"""TorchScript graph -> raw IR, by interpreting the module's inlined graph on a concrete input.
+
+Every node of ``module.inlined_graph`` is evaluated in order with a value environment:
+
+* values that do not depend on the model input (weights from ``prim::GetAttr`` chains, constants, shape arithmetic,
+  ``aten::size`` of an activation, lists, tuples) are computed directly and never reach the IR;
+* ``prim::If`` and ``prim::Loop`` run on those concrete values, so scripted control flow is specialized on the input
+  shape the graph is built for (re-interpret per shape);
+* an aten op that reads an activation is executed for real (out of place) and mapped to IR nodes by the converter
+  registered for it in ``torchscript_ops.py``; each emitted IR node is checked against the real aten result.
+
+In-place aten ops (``relu_``, ``add_``) run as their functional variants and the mutated value is rebound, so cached
+activations are never overwritten. A value read after an in-place op changed it through a view is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import FidelityError, ModelError, UnsupportedOpError
+from ..forward import run_node
+from ..ir import Graph, Node, validate
+
+Converter = Callable[["Context", "Call"], Any]
+CONVERTERS: dict[str, Converter] = {}
+MAX_LOOP_TRIPS = 1_000_000
+# Per-node build check: |IR op - aten op| relative to the aten output's scale.
+BUILD_RTOL = {torch.float32: 1e-4, torch.float64: 1e-9}
+
+# Fused fast-path kernels: no IR decomposition; named specially in the error.
+FUSED_KERNELS = frozenset(
+    {
+        "aten::_transformer_encoder_layer_fwd",
+        "aten::_native_multi_head_attention",
+        "aten::_transformer_decoder_only_layer_fwd",
+        "aten::_native_decoder_only_multi_head_attention",
+        "aten::_masked_softmax",
+        "aten::_fused_sdp_choice",
+        "aten::_scaled_dot_product_flash_attention",
+        "aten::_scaled_dot_product_efficient_attention",
+    }
+)
+
+
+def converter(*kinds: str) -> Callable[[Converter], Converter]:
+    def deco(fn: Converter) -> Converter:
+        for kind in kinds:
+            CONVERTERS[kind] = fn
+        return fn
+
+    return deco
+
+
+@dataclass(eq=False)
+class Act:
+    """An activation: a value that depends on the model input. ``name`` is its IR value, ``value`` the real tensor."""
+
+    name: str
+    value: torch.Tensor
+
+
+@dataclass(eq=False)
+class Poison:
+    """A value lrpaudit cannot represent (e.g. max-pool indices); reading it is an error."""
+
+    message: str
+
+
+def has_act(value: Any) -> bool:
+    if isinstance(value, Act):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(has_act(v) for v in value)
+    if isinstance(value, dict):
+        return any(has_act(v) for v in value.values())
+    return False
+
+
+def real(value: Any) -> Any:
+    """Replace activations by their real tensors (recursively in lists and tuples)."""
+    if isinstance(value, Act):
+        return value.value
+    if isinstance(value, list):
+        return [real(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(real(v) for v in value)
+    return value
+
+
+_SCHEMAS: dict[str, torch._C.FunctionSchema] = {}
+
+
+def node_schema(node: torch._C.Node) -> torch._C.FunctionSchema | None:
+    text = node.schema()
+    if text == "(no schema)":
+        return None
+    if text not in _SCHEMAS:
+        _SCHEMAS[text] = torch._C.parse_schema(text)
+    return _SCHEMAS[text]
+
+
+_HIERARCHY_PART = re.compile(r"([^.()]+)\(([^()]*)\)")
+
+
+def module_scope(node: torch._C.Node) -> list[tuple[str, str]]:
+    """``[(name, type), ...]`` of the module call stack the node ran in (``features(Sequential).0(Conv2d)``)."""
+    try:
+        text = node.getModuleHierarchy()
+    except Exception:  # pragma: no cover - old torch
+        return []
+    parts = []
+    for name, type_name in _HIERARCHY_PART.findall(text or ""):
+        if name in ("SELF", "UNKNOWN_INSTANCE"):
+            break
+        parts.append((name, type_name))
+    return parts
+
+
+@dataclass
+class Call:
+    """One aten node with an activation among its inputs, as a converter sees it."""
+
+    node: torch._C.Node
+    kind: str
+    schema: torch._C.FunctionSchema
+    args: dict[str, Any]  # by schema argument name; activations as Act
+    out: Any  # the real (aten) result: a tensor, or a tuple/list for multi-output ops
+    qualnames: dict[str, str] = field(
+        default_factory=dict
+    )  # argument -> qualified name (``features.0.weight``)
+
+    def arg(self, name: str, default: Any = None) -> Any:
+        return self.args.get(name, default)
+
+    def const(self, name: str) -> Any:
+        value = self.args.get(name)
+        if has_act(value):
+            raise _Refuse(f"argument {name!r} must not depend on the model input")
+        return value
+
+    def act(self, name: str) -> Act:
+        value = self.args.get(name)
+        if not isinstance(value, Act):
+            raise _Refuse(f"argument {name!r} must be an activation")
+        return value
+
+    @property
+    def positional(self) -> list[Any]:
+        return [self.args[a.name] for a in self.schema.arguments if a.name in self.args]
+
+
+class _Refuse(Exception):
+    """Raised inside converters; turned into an UnsupportedOpError naming the op, module and file."""
+
+
+@dataclass
+class Context:
+    """Interpreter state for one graph, one set of input shapes."""
+
+    module: Any
+    path: str
+    dtype: torch.dtype
+    nodes: list[Node] = field(default_factory=list)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    values: dict[str, torch.Tensor] = field(
+        default_factory=dict
+    )  # real (aten) value of every named activation
+    env: dict[int, Any] = field(default_factory=dict)
+    qualnames: dict[int, str] = field(default_factory=dict)
+    alias_group: dict[int, int] = field(default_factory=dict)
+    stale: dict[int, str] = field(default_factory=dict)
+    ids: set[str] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)
+    attr_cache: dict[str, Any] = field(default_factory=dict)
+    current: torch._C.Node | None = None
+    call: Call | None = None
+    leaf_paths: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        paths = [name for name, _ in self.module.named_modules()]
+        parents = {p.rsplit(".", 1)[0] if "." in p else "" for p in paths if p}
+        self.leaf_paths = {p for p in paths if p and p not in parents}
+
+    # -------------------------------------------------------------- errors and names
+    def where(self) -> str:
+        node = self.current
+        if node is None:
+            return "graph"
+        scope = module_scope(node)
+        if scope:
+            module = f"module {'.'.join(n for n, _ in scope)!r} ({scope[-1][1]})"
+        else:
+            module = f"the root module ({getattr(self.module, 'original_name', type(self.module).__name__)})"
+        return f"{node.kind()} in {module}"
+
+    def fail(self, message: str, cls: type[ModelError] = UnsupportedOpError) -> None:
+        raise cls(f"{self.path}: {self.where()}: {message}")
+
+    def module_path(self) -> str:
+        return ".".join(name for name, _ in module_scope(self.current)) if self.current is not None else ""
+
+    def node_id(self, weight: str | None = None) -> str:
+        """The module path of the current op if it is a leaf module; else the weight's owner or ``path.op``."""
+        path = self.module_path()
+        if path in self.leaf_paths:
+            base = path
+        elif weight:
+            base = weight.rsplit(".", 1)[0] if "." in weight else weight
+        else:
+            short = self.current.kind().split("::")[-1].strip("_") if self.current is not None else "op"
+            base = f"{path}.{short}" if path else short
+        node_id, k = base, 1
+        while node_id in self.ids:
+            k += 1
+            node_id = f"{base}:{k}"
+        self.ids.add(node_id)
+        return node_id
+
+    def value_name(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.names:
+            k += 1
+            name = f"{base}#{k}"
+        self.names.add(name)
+        return name
+
+    # -------------------------------------------------------------- IR building (used by converters)
+    def emit(
+        self,
+        op: str,
+        inputs: list[Act],
+        attrs: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        *,
+        value: torch.Tensor | None = None,
+        name: str | None = None,
+        tmp: bool = False,
+        weight: str | None = None,
+    ) -> Act:
+        """Append an IR node reading ``inputs`` and return its output activation.
+
+        The output's real value is the aten result (``value``, or the current call's single output) and the IR op is
+        checked against it; with ``tmp`` the node is an intermediate step of a multi-node mapping and its value is
+        the IR op's own result.
+        """
+        node = self.current
+        if name is None:
+            base = node.outputsAt(0).debugName() if node is not None else op
+            name = f"{base}::{op}" if tmp else base
+        name = self.value_name(name)
+        tensor_params = {k: _to_param(v) for k, v in (params or {}).items()}
+        ir_node = Node(
+            id=self.node_id(weight),
+            op=op,
+            inputs=[a.name for a in inputs],
+            outputs=[name],
+            attrs=attrs or {},
+            params=tensor_params,
+            origin={
+                "frontend": "torchscript",
+                "ops": [node.kind()] if node is not None else [],
+                "names": [self.module_path()],
+                "source_output": None if tmp else name,
+            },
+        )
+        if weight:
+            ir_node.origin["weight"] = weight
+        cast = {k: t.to(self.dtype) if t.is_floating_point() else t for k, t in tensor_params.items()}
+        try:
+            ours = run_node(ir_node, {a.name: a.value for a in inputs}, cast)
+        except ModelError as exc:
+            self.fail(f"IR op {op!r} cannot run here ({str(exc).split(': ', 1)[-1]})")
+        if tmp:
+            value = ours
+        else:
+            value = self.call.out if value is None else value
+            self._check(op, ours, value)
+        self.nodes.append(ir_node)
+        self.shapes[name] = tuple(value.shape)
+        self.values[name] = value
+        return Act(name, value)
+
+    def _check(self, op: str, ours: torch.Tensor, ref: torch.Tensor) -> None:
+        if not isinstance(ref, torch.Tensor) or tuple(ours.shape) != tuple(ref.shape):
+            got = tuple(ours.shape)
+            self.fail(
+                f"internal: IR op {op!r} gives shape {list(got)}, torch gives {list(getattr(ref, 'shape', ()))}"
+            )
+        ref64, ours64 = ref.detach().to(torch.float64), ours.detach().to(torch.float64)
+        finite = torch.isfinite(ref64)
+        scale = float(ref64[finite].abs().max()) if bool(finite.any()) else 0.0
+        diff = (ours64 - ref64).abs()
+        diff = torch.where(torch.isnan(ours64) & torch.isnan(ref64), torch.zeros_like(diff), diff)
+        worst = float(diff.max()) if diff.numel() else 0.0
+        if not worst <= BUILD_RTOL.get(ref.dtype, 1e-4) * scale + 1e-30:
+            self.fail(
+                f"internal: IR op {op!r} does not reproduce torch here (max abs diff {worst:.3g}, scale {scale:.3g})",
+                FidelityError,
+            )
+
+    def alias(self, act: Act) -> Act:
+        """A removed op (dropout, contiguous, dtype casts): the output is the input's IR value."""
+        value = self.call.out if self.call is not None else act.value
+        return Act(act.name, value)
+
+    def new_input(self, name: str, tensor: torch.Tensor) -> Act:
+        self.names.add(name)
+        self.shapes[name] = tuple(tensor.shape)
+        self.values[name] = tensor
+        return Act(name, tensor)
+
+    # -------------------------------------------------------------- interpretation
+    def read(self, value: torch._C.Value) -> Any:
+        uid = value.unique()
+        if uid in self.stale:
+            self.fail(
+                f"reads {value.debugName()!r} after an in-place op ({self.stale[uid]}) changed it through a view; "
+                "lrpaudit cannot follow mutation through aliases"
+            )
+        if uid not in self.env:
+            self.fail(f"internal: value {value.debugName()!r} is read before it is defined", ModelError)
+        result = self.env[uid]
+        if isinstance(result, Poison):
+            self.fail(result.message)
+        return result
+
+    def bind(self, value: torch._C.Value, result: Any, group: int | None = None) -> None:
+        uid = value.unique()
+        self.env[uid] = result
+        self.stale.pop(uid, None)
+        self.alias_group[uid] = uid if group is None else group
+
+    def run_block(self, block: torch._C.Block) -> list[Any]:
+        for node in block.nodes():
+            self.run(node)
+        self.current = None
+        return [self.read(v) for v in block.returnNode().inputs()]
+
+    def run(self, node: torch._C.Node) -> None:
+        self.current, self.call = node, None
+        kind = node.kind()
+        handler = PRIM_HANDLERS.get(kind)
+        if handler is not None:
+            handler(self, node)
+            return
+        inputs = [self.read(v) for v in node.inputs()]
+        if kind in PYTHON_OPS or (kind in SCALAR_OPS and not any(_has_tensor(x) for x in inputs)):
+            table = PYTHON_OPS if kind in PYTHON_OPS else SCALAR_OPS
+            self._bind_outputs(node, table[kind](*inputs), inputs)
+            return
+        schema = node_schema(node)
+        if schema is None:
+            self.fail(f"op {kind!r} is not supported (no schema)")
+        if kind in SHAPE_QUERIES or not has_act(inputs):
+            self._bind_outputs(node, self.call_aten(node, schema, real(inputs)), inputs)
+            return
+        fn = CONVERTERS.get(kind[:-1] if _inplace(schema) else kind)
+        if fn is None:
+            if kind in FUSED_KERNELS:
+                self.fail(
+                    "fused fast-path kernel: lrpaudit cannot see the layers inside it (it appears when a transformer "
+                    "is traced under torch.no_grad() in eval mode); trace it with gradients enabled, script it, or "
+                    "export to ONNX"
+                )
+            self.fail(f"unsupported op {kind!r} on an activation (no IR mapping; refusing to guess)")
+        out = self.call_aten(node, schema, real(inputs))
+        args = {a.name: x for a, x in zip(schema.arguments, inputs)}
+        qualnames = {
+            a.name: self.qualnames[v.unique()]
+            for a, v in zip(schema.arguments, node.inputs())
+            if v.unique() in self.qualnames
+        }
+        self.call = Call(node, kind, schema, args, out, qualnames)
+        try:
+            result = fn(self, self.call)
+        except _Refuse as exc:
+            self.fail(str(exc))
+        self._bind_outputs(node, result, inputs)
+
+    def _bind_outputs(self, node: torch._C.Node, result: Any, inputs: list[Any]) -> None:
+        outputs = list(node.outputs())
+        schema = node_schema(node)
+        if len(outputs) == 1:
+            results = [result]
+        else:
+            results = list(result) if result is not None else [None] * len(outputs)
+        groups: dict[str, int] = {}
+        write_target = None
+        if schema is not None:
+            for arg, value in zip(schema.arguments, node.inputs()):
+                info = arg.alias_info
+                if info is not None:
+                    for key in info.before_set:
+                        groups.setdefault(key, self.alias_group.get(value.unique(), value.unique()))
+                    if info.is_write and write_target is None:
+                        write_target = value
+        for index, (value, item) in enumerate(zip(outputs, results)):
+            group = None
+            if schema is not None and index < len(schema.returns):
+                info = schema.returns[index].alias_info
+                if info is not None:
+                    group = next((groups[k] for k in info.before_set if k in groups), None)
+            self.bind(value, item, group)
+        if write_target is not None and len(outputs) >= 1:
+            self._mutated(write_target, results[0], {v.unique() for v in outputs})
+
+    def _mutated(self, target: torch._C.Value, result: Any, exclude: set[int]) -> None:
+        """An in-place op wrote ``target``: rebind it to the new value; other aliases of it go stale."""
+        uid = target.unique()
+        group = self.alias_group.get(uid, uid)
+        for other, other_group in self.alias_group.items():
+            if other_group == group and other != uid and other not in exclude and other in self.env:
+                self.stale[other] = self.current.kind() if self.current is not None else "in-place op"
+        self.env[uid] = result
+        self.stale.pop(uid, None)
+
+    def call_aten(self, node: torch._C.Node, schema: torch._C.FunctionSchema, inputs: list[Any]) -> Any:
+        """Run the op for real; in-place variants run out of place so no cached tensor is overwritten."""
+        name, overload = schema.name, schema.overload_name
+        namespace, short = name.split("::")
+        if short == "is_grad_enabled":
+            return True  # generic code paths, as under autograd; reference runs under no_grad
+        if _inplace(schema) and short.endswith("_") and not short.endswith("__"):
+            short = short[:-1]
+        try:
+            packet = getattr(getattr(torch.ops, namespace), short)
+            op = getattr(packet, overload or "default")
+        except (AttributeError, RuntimeError):
+            self.fail(f"op {node.kind()!r} (overload {overload or 'default'}) cannot be evaluated")
+        args, kwargs = [], {}
+        for arg, value in zip(schema.arguments, inputs):
+            if arg.kwarg_only:
+                kwargs[arg.name] = value
+            else:
+                args.append(value)
+        try:
+            with torch.no_grad():
+                return op(*args, **kwargs)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self.fail(f"torch fails on these input shapes: {first}", ModelError)
+
+
+def _inplace(schema: torch._C.FunctionSchema) -> bool:
+    return (
+        bool(schema.arguments)
+        and schema.arguments[0].alias_info is not None
+        and schema.arguments[0].alias_info.is_write
+    )
+
+
+def _has_tensor(value: Any) -> bool:
+    if isinstance(value, (torch.Tensor, Act)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_has_tensor(v) for v in value)
+    return False
+
+
+def _to_param(value: Any) -> torch.Tensor:
+    tensor = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    if tensor.is_floating_point():
+        return tensor.to(device="cpu", dtype=torch.float64).clone()
+    if tensor.dtype == torch.bool:
+        return tensor.cpu().clone()
+    return tensor.to(device="cpu", dtype=torch.int64).clone()
+
+
+# ------------------------------------------------------------------ prim ops
+
+
+def _constant(ctx: Context, node: torch._C.Node) -> None:
+    value = node.output().toIValue()
+    ctx.bind(node.output(), value)
+
+
+def _get_attr(ctx: Context, node: torch._C.Node) -> None:
+    owner_value = node.input()
+    owner = ctx.read(owner_value)
+    attr = node.s("name")
+    prefix = ctx.qualnames.get(owner_value.unique(), "")
+    qualname = f"{prefix}.{attr}" if prefix else attr
+    if qualname in ctx.attr_cache:
+        result = ctx.attr_cache[qualname]
+    else:
+        try:
+            result = getattr(owner, attr)
+        except AttributeError:
+            ctx.fail(f"attribute {qualname!r} not found on the module", ModelError)
+        if isinstance(result, torch.Tensor):
+            result = result.detach()
+        ctx.attr_cache[qualname] = result
+    ctx.bind(node.output(), result)
+    ctx.qualnames[node.output().unique()] = qualname
+
+
+def _set_attr(ctx: Context, node: torch._C.Node) -> None:
+    ctx.fail(f"the model changes its attribute {node.s('name')!r} during forward (training-mode code?)")
+
+
+def _list_construct(ctx: Context, node: torch._C.Node) -> None:
+    ctx.bind(node.output(), [ctx.read(v) for v in node.inputs()])
+
+
+def _tuple_construct(ctx: Context, node: torch._C.Node) -> None:
+    ctx.bind(node.output(), tuple(ctx.read(v) for v in node.inputs()))
+
+
+def _unpack(ctx: Context, node: torch._C.Node) -> None:
+    items = list(ctx.read(node.input()))
+    outputs = list(node.outputs())
+    if len(items) != len(outputs):
+        ctx.fail(f"unpacks {len(items)} values into {len(outputs)}", ModelError)
+    for value, item in zip(outputs, items):
+        ctx.bind(value, item)
+
+
+def _tuple_index(ctx: Context, node: torch._C.Node) -> None:
+    items, index = (ctx.read(v) for v in node.inputs())
+    ctx.bind(node.output(), items[index])
+
+
+def _dict_construct(ctx: Context, node: torch._C.Node) -> None:
+    items = [ctx.read(v) for v in node.inputs()]
+    ctx.bind(node.output(), dict(zip(items[0::2], items[1::2])))
+
+
+def _passthrough(ctx: Context, node: torch._C.Node) -> None:
+    ctx.bind(node.output(), ctx.read(node.input()), ctx.alias_group.get(node.input().unique()))
+
+
+def _uninitialized(ctx: Context, node: torch._C.Node) -> None:
+    ctx.bind(node.output(), None)
+
+
+def _raise(ctx: Context, node: torch._C.Node) -> None:
+    message = ctx.read(node.inputsAt(0)) if node.inputsSize() else "exception"
+    ctx.fail(f"the model raises an exception on these input shapes: {message}", ModelError)
+
+
+def _num_to_tensor(ctx: Context, node: torch._C.Node) -> None:
+    value = ctx.read(node.input())
+    if has_act(value):
+        ctx.fail("converts an activation to a tensor scalar (value-dependent code)")
+    ctx.bind(node.output(), torch.ops.prim.NumToTensor(value))
+
+
+def _tensor_meta(fn: Callable[[torch.Tensor], Any]) -> Callable[[Context, torch._C.Node], None]:
+    def handler(ctx: Context, node: torch._C.Node) -> None:
+        value = real(ctx.read(node.input()))
+        ctx.bind(node.output(), fn(value))
+
+    return handler
+
+
+def _if(ctx: Context, node: torch._C.Node) -> None:
+    cond = ctx.read(node.input())
+    if has_act(cond) or isinstance(cond, torch.Tensor):
+        ctx.fail("branches on a tensor value (data-dependent control flow is not supported)")
+    blocks = list(node.blocks())
+    results = ctx.run_block(blocks[0] if cond else blocks[1])
+    ctx.current = node
+    for value, result in zip(node.outputs(), results):
+        ctx.bind(value, result)
+
+
+def _loop(ctx: Context, node: torch._C.Node) -> None:
+    inputs = [ctx.read(v) for v in node.inputs()]
+    trips, cond, carried = inputs[0], inputs[1], inputs[2:]
+    if isinstance(cond, torch.Tensor) or has_act(cond) or isinstance(trips, torch.Tensor):
+        ctx.fail("loops on a tensor value (data-dependent control flow is not supported)")
+    block = next(iter(node.blocks()))
+    params = list(block.inputs())
+    index = 0
+    while cond and index < trips:
+        if index >= MAX_LOOP_TRIPS:
+            ctx.fail(f"loop runs more than {MAX_LOOP_TRIPS} iterations")
+        for value, item in zip(params, [index, *carried]):
+            ctx.bind(value, item)
+        results = ctx.run_block(block)
+        cond, carried = results[0], results[1:]
+        if isinstance(cond, torch.Tensor) or has_act(cond):
+            ctx.current = node
+            ctx.fail("loops on a tensor value (data-dependent control flow is not supported)")
+        index += 1
+    ctx.current = node
+    for value, item in zip(node.outputs(), carried):
+        ctx.bind(value, item)
+
+
+def _unsupported_prim(ctx: Context, node: torch._C.Node) -> None:
+    ctx.fail(f"{node.kind()} is not supported (the graph should be fully inlined)")
+
+
+PRIM_HANDLERS: dict[str, Callable[[Context, torch._C.Node], None]] = {
+    "prim::Constant": _constant,
+    "prim::GetAttr": _get_attr,
+    "prim::SetAttr": _set_attr,
+    "prim::ListConstruct": _list_construct,
+    "prim::TupleConstruct": _tuple_construct,
+    "prim::ListUnpack": _unpack,
+    "prim::TupleUnpack": _unpack,
+    "prim::TupleIndex": _tuple_index,
+    "prim::DictConstruct": _dict_construct,
+    "prim::unchecked_cast": _passthrough,
+    "prim::data": _passthrough,
+    "prim::Uninitialized": _uninitialized,
+    "prim::RaiseException": _raise,
+    "prim::NumToTensor": _num_to_tensor,
+    "prim::device": _tensor_meta(lambda t: t.device),
+    "prim::dtype": _tensor_meta(lambda t: t.dtype),
+    "prim::is_cuda": _tensor_meta(lambda t: t.is_cuda),
+    "prim::layout": _tensor_meta(lambda t: t.layout),
+    "prim::requires_grad": _tensor_meta(lambda t: False),
+    "prim::If": _if,
+    "prim::Loop": _loop,
+    "prim::Print": lambda ctx, node: None,
+    "prim::CallMethod": _unsupported_prim,
+    "prim::CallFunction": _unsupported_prim,
+    "prim::PythonOp": _unsupported_prim,
+    "prim::Enter": _unsupported_prim,
+    "prim::Exit": _unsupported_prim,
+}
+
+
+# ------------------------------------------------------------------ list / scalar ops evaluated in Python
+
+
+def _format(fmt: str, *args: Any) -> str:
+    for arg in args:
+        fmt = fmt.replace("{}", str(real(arg)), 1)
+    return fmt
+
+
+def _append(items: list, item: Any) -> list:
+    items.append(item)
+    return items
+
+
+def _set_item(items: list, index: int, item: Any) -> list:
+    items[index] = item
+    return items
+
+
+def _len(value: Any) -> int:
+    value = real(value)
+    return int(value.shape[0]) if isinstance(value, torch.Tensor) else len(value)
+
+
+def _list_slice(items: list, start: int | None = None, end: int | None = None, step: int = 1) -> list:
+    return items[start:end:step]
+
+
+PYTHON_OPS: dict[str, Callable[..., Any]] = {
+    "aten::__getitem__": lambda items, index: items[index],
+    "aten::len": _len,
+    "aten::append": _append,
+    "aten::_set_item": _set_item,
+    "aten::list": lambda items: list(items),
+    "aten::copy": lambda items: list(items) if isinstance(items, list) else dict(items),
+    "aten::extend": lambda items, more: items.extend(more),
+    "aten::__contains__": lambda items, item: item in items,
+    "aten::__is__": lambda a, b: a is b,
+    "aten::__isnot__": lambda a, b: a is not b,
+    "aten::__not__": lambda a: not a,
+    "aten::format": _format,
+    "aten::warn": lambda *args: None,
+    "aten::is_grad_enabled": lambda: True,
+    "aten::is_autocast_enabled": lambda *args: False,
+    "aten::is_autocast_cpu_enabled": lambda: False,
+    "aten::is_scripting": lambda: True,
+    "aten::_get_tracing_state": lambda: None,
+    "aten::keys": lambda d: list(d.keys()),
+    "aten::values": lambda d: list(d.values()),
+}
+
+_BINARY = {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "div": operator.truediv,
+    "floordiv": operator.floordiv,
+    "remainder": operator.mod,
+    "pow": operator.pow,
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "gt": operator.gt,
+    "le": operator.le,
+    "ge": operator.ge,
+    "__and__": operator.and_,
+    "__or__": operator.or_,
+    "__xor__": operator.xor,
+}
+
+SCALAR_OPS: dict[str, Callable[..., Any]] = {f"aten::{k}": v for k, v in _BINARY.items()}
+SCALAR_OPS.update(
+    {
+        "aten::neg": operator.neg,
+        "aten::Int": int,
+        "aten::Float": float,
+        "aten::Bool": bool,
+        "aten::ScalarImplicit": lambda x: x,
+        "aten::str": str,
+        "aten::ceil": math.ceil,
+        "aten::floor": math.floor,
+        "aten::sqrt": math.sqrt,
+        "aten::abs": abs,
+        "prim::min": lambda *a: min(*a),
+        "prim::max": lambda *a: max(*a),
+        "aten::min": lambda *a: min(*a),
+        "aten::max": lambda *a: max(*a),
+    }
+)
+
+# Ops that read only the metadata of an activation: evaluated on the real tensor, the result is a constant.
+SHAPE_QUERIES = frozenset(
+    {
+        "aten::size",
+        "aten::sym_size",
+        "aten::dim",
+        "aten::numel",
+        "aten::_shape_as_tensor",
+        "aten::is_floating_point",
+        "aten::is_complex",
+        "aten::is_contiguous",
+        "aten::is_nested",
+        "aten::stride",
+        "aten::get_device",
+        "aten::element_size",
+        "aten::zeros_like",
+        "aten::ones_like",
+        "aten::full_like",
+        "aten::empty_like",
+        "aten::new_zeros",
+        "aten::new_ones",
+        "aten::new_full",
+        "aten::new_empty",
+    }
+)
+
+
+def interpret(
+    module: Any, path: str, feeds: dict[str, torch.Tensor], dtype: torch.dtype
+) -> tuple[Graph, Context]:
+    """Interpret ``module.forward`` on ``feeds`` (tensors by forward argument name) and return the raw IR."""
+    from . import torchscript_ops  # noqa: F401  (registers the converters)
+
+    graph = module.inlined_graph
+    ctx = Context(module=module, path=path, dtype=dtype)
+    graph_inputs = list(graph.inputs())
+    ctx.bind(graph_inputs[0], module)
+    schema_args = module.forward.schema.arguments[1:]
+    names = []
+    for value, arg in zip(graph_inputs[1:], schema_args):
+        if arg.name in feeds:
+            ctx.bind(value, ctx.new_input(arg.name, feeds[arg.name]))
+            names.append(arg.name)
+        elif arg.has_default_value():
+            ctx.bind(value, arg.default_value)
+        else:
+            raise ModelError(f"{path}: forward argument {arg.name!r} ({arg.type}) has no value")
+    with torch.no_grad():
+        results = ctx.run_block(graph.block())
+    flat: list[Any] = []
+
+    def collect(item: Any) -> None:
+        if isinstance(item, (list, tuple)):
+            for sub in item:
+                collect(sub)
+        elif isinstance(item, dict):
+            for sub in item.values():
+                collect(sub)
+        else:
+            flat.append(item)
+
+    collect(results)
+    outputs = []
+    for index, item in enumerate(flat):
+        if not isinstance(item, Act):
+            raise ModelError(
+                f"{path}: output {index} ({type(item).__name__}) does not depend on the model input"
+            )
+        outputs.append(item.name)
+    ir = Graph(
+        inputs=names,
+        outputs=outputs,
+        nodes=ctx.nodes,
+        shapes=dict(ctx.shapes),
+        input_dtypes={name: str(feeds[name].dtype).replace("torch.", "") for name in names},
+        source={"format": "torchscript", "path": path, "output_names": list(outputs)},
+    )
+    validate(ir)
+    return ir, ctx

@@ -1,0 +1,630 @@
+"""One converter per aten op: an aten call with at least one activation input -> IR node(s).
+
+Each converter reads the call's arguments by schema name (activations as ``Act``, everything else as concrete
+values) and emits IR through ``ctx.emit``; the emitted op is checked against the real aten result there. In-place
+variants (``relu_``, ``add_``) reach the converter of their functional op. A converter raises ``_Refuse`` for a
+case it cannot represent; the interpreter turns that into an UnsupportedOpError naming op, module and file.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from .torchscript_interp import Act, Call, Context, Poison, _Refuse, converter, has_act
+
+Tensor = torch.Tensor
+
+
+def _axis(axis: int, rank: int) -> int:
+    return int(axis) + rank if int(axis) < 0 else int(axis)
+
+
+def _ints(value: Any, n: int) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * n
+    values = [int(v) for v in value]
+    return tuple(values * n) if len(values) == 1 else tuple(values)
+
+
+def _dims_from_kind(kind: str) -> int:
+    match = re.search(r"(\d)d", kind)
+    return int(match.group(1)) if match else 2
+
+
+def _self(call: Call) -> Act:
+    """The op's first argument (``self``/``input``), which must be an activation."""
+    first = call.schema.arguments[0].name
+    return call.act(first)
+
+
+def _f64(value: Any) -> Tensor:
+    if isinstance(value, Tensor):
+        return value.detach().to(torch.float64)
+    return torch.tensor(float(value), dtype=torch.float64)
+
+
+def _scalar(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise _Refuse(f"{what} must be a scalar")
+        return float(value)
+    return float(value)
+
+
+def _check_batched(x: Act, dims: int, what: str) -> None:
+    if x.value.dim() != dims + 2:
+        raise _Refuse(f"{what} on an input of rank {x.value.dim()} (unbatched input is not supported)")
+
+
+# ---------------------------------------------------------------- linear-type
+
+
+@converter(
+    "aten::_convolution",
+    "aten::convolution",
+    "aten::conv1d",
+    "aten::conv2d",
+    "aten::conv3d",
+    "aten::conv_transpose1d",
+    "aten::conv_transpose2d",
+    "aten::conv_transpose3d",
+)
+def convolution(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    weight, bias = call.const("weight"), call.const("bias")
+    dims = weight.dim() - 2
+    _check_batched(x, dims, "convolution")
+    transposed = "transpose" in call.kind or bool(call.arg("transposed", False))
+    stride = _ints(call.arg("stride", 1), dims)
+    dilation = _ints(call.arg("dilation", 1), dims)
+    padding = call.arg("padding", 0)
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = (0,) * (2 * dims)
+        elif padding == "same" and not transposed:
+            totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:])]
+            pads = tuple(t // 2 for t in totals) + tuple(t - t // 2 for t in totals)
+        else:
+            raise _Refuse(f"padding={padding!r} is not supported")
+    else:
+        pads = _ints(padding, dims) * 2
+    attrs: dict[str, Any] = {
+        "stride": stride,
+        "dilation": dilation,
+        "pads": pads,
+        "groups": int(call.arg("groups", 1)),
+    }
+    if transposed:
+        attrs["output_padding"] = _ints(call.arg("output_padding", 0), dims)
+    params = {"weight": weight} | ({"bias": bias} if bias is not None else {})
+    op = "conv_transpose" if transposed else "conv"
+    return ctx.emit(op, [x], attrs, params, weight=call.qualnames.get("weight"))
+
+
+@converter("aten::linear")
+def linear(ctx: Context, call: Call) -> Act:
+    x = call.act("input")
+    weight, bias = call.const("weight"), call.const("bias")
+    if weight.dim() != 2:
+        raise _Refuse("linear weight must be 2-D")
+    params = {"weight": weight} | ({"bias": bias} if bias is not None else {})
+    return ctx.emit("linear", [x], {}, params, weight=call.qualnames.get("weight"))
+
+
+@converter("aten::addmm")
+def addmm(ctx: Context, call: Call) -> Act:
+    x = call.act("mat1")
+    mat2, bias = call.const("mat2"), call.const("self")
+    beta, alpha = float(call.const("beta")), float(call.const("alpha"))
+    weight = alpha * _f64(mat2).T
+    out_features = weight.shape[0]
+    shift = beta * _f64(bias)
+    if shift.numel() in (1, out_features) and (shift.dim() <= 1 or shift.shape[0] == 1):
+        params = {"weight": weight, "bias": shift.reshape(-1).expand(out_features).clone()}
+        return ctx.emit("linear", [x], {}, params, weight=call.qualnames.get("mat2"))
+    y = ctx.emit("linear", [x], {}, {"weight": weight}, tmp=True, weight=call.qualnames.get("mat2"))
+    return ctx.emit("add_const", [y], {}, {"const": shift})
+
+
+@converter("aten::matmul", "aten::mm", "aten::bmm")
+def matmul(ctx: Context, call: Call) -> Act:
+    a, b = call.positional[:2]
+    if isinstance(a, Act) and isinstance(b, Act):
+        return ctx.emit("matmul", [a, b])
+    if isinstance(a, Act) and isinstance(b, Tensor) and b.dim() == 2:
+        return ctx.emit(
+            "linear", [a], {}, {"weight": _f64(b).T}, weight=call.qualnames.get(call.schema.arguments[1].name)
+        )
+    raise _Refuse("matmul is supported as activation x 2-D constant (linear) or activation x activation")
+
+
+@converter("aten::batch_norm")
+def batch_norm(ctx: Context, call: Call) -> Act:
+    x = call.act("input")
+    if call.const("training"):
+        raise _Refuse("BatchNorm in training mode (call model.eval() before tracing/scripting)")
+    mean, var = call.const("running_mean"), call.const("running_var")
+    if mean is None or var is None:
+        raise _Refuse("BatchNorm without running statistics normalizes with batch statistics; not supported")
+    if x.value.dim() < 2 or x.value.shape[1] != mean.numel():
+        raise _Refuse("BatchNorm channel count does not match axis 1 of its input")
+    gamma, beta = call.const("weight"), call.const("bias")
+    gamma = torch.ones_like(_f64(mean)) if gamma is None else _f64(gamma)
+    beta = torch.zeros_like(_f64(mean)) if beta is None else _f64(beta)
+    scale = gamma / torch.sqrt(_f64(var) + float(call.const("eps")))
+    shift = beta - _f64(mean) * scale
+    owner = call.qualnames.get("running_mean") or call.qualnames.get("weight")
+    return ctx.emit("affine", [x], {"source": "batchnorm"}, {"weight": scale, "bias": shift}, weight=owner)
+
+
+# ---------------------------------------------------------------- activations
+
+
+def _simple(op: str, **fixed: Any):
+    def convert(ctx: Context, call: Call) -> Act:
+        return ctx.emit(op, [_self(call)], dict(fixed))
+
+    return convert
+
+
+for _kind, _op in {
+    "aten::relu": "relu",
+    "aten::sigmoid": "sigmoid",
+    "aten::tanh": "tanh",
+    "aten::silu": "silu",
+    "aten::hardswish": "hardswish",
+    "aten::erf": "erf",
+}.items():
+    converter(_kind)(_simple(_op))
+converter("aten::hardsigmoid")(_simple("hardsigmoid", alpha=1.0 / 6.0, beta=0.5))
+converter("aten::relu6")(_simple("clip", min=0.0, max=6.0))
+
+
+@converter("aten::gelu")
+def gelu(ctx: Context, call: Call) -> Act:
+    return ctx.emit("gelu", [_self(call)], {"approximate": call.const("approximate") or "none"})
+
+
+@converter("aten::leaky_relu")
+def leaky_relu(ctx: Context, call: Call) -> Act:
+    return ctx.emit("leaky_relu", [_self(call)], {"alpha": float(call.const("negative_slope"))})
+
+
+@converter("aten::elu")
+def elu(ctx: Context, call: Call) -> Act:
+    if float(call.const("scale")) != 1.0 or float(call.const("input_scale")) != 1.0:
+        raise _Refuse("ELU with scale/input_scale (SELU, CELU) is not supported")
+    return ctx.emit("elu", [_self(call)], {"alpha": float(call.const("alpha"))})
+
+
+@converter("aten::softplus")
+def softplus(ctx: Context, call: Call) -> Act:
+    if float(call.const("beta")) != 1.0 or float(call.const("threshold")) != 20.0:
+        raise _Refuse("Softplus with beta != 1 or threshold != 20 is not supported")
+    return ctx.emit("softplus", [_self(call)])
+
+
+@converter("aten::hardtanh", "aten::clamp", "aten::clamp_min", "aten::clamp_max")
+def clip(ctx: Context, call: Call) -> Act:
+    names = [a.name for a in call.schema.arguments]
+    if call.kind == "aten::hardtanh":
+        low, high = call.const("min_val"), call.const("max_val")
+    elif call.kind == "aten::clamp":
+        low, high = call.const("min"), call.const("max")
+    elif call.kind == "aten::clamp_min":
+        low, high = call.const(names[1]), None
+    else:
+        low, high = None, call.const(names[1])
+    return ctx.emit(
+        "clip", [_self(call)], {"min": _scalar(low, "clamp bound"), "max": _scalar(high, "clamp bound")}
+    )
+
+
+@converter("aten::prelu")
+def prelu(ctx: Context, call: Call) -> Act:
+    weight = call.const("weight")
+    if weight.numel() != 1:
+        raise _Refuse("PReLU with one slope per channel is not supported (one shared slope is)")
+    return ctx.emit(
+        "leaky_relu", [_self(call)], {"alpha": float(weight)}, weight=call.qualnames.get("weight")
+    )
+
+
+@converter("aten::softmax", "aten::_softmax", "aten::log_softmax", "aten::_log_softmax")
+def softmax(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    op = "log_softmax" if "log_softmax" in call.kind else "softmax"
+    return ctx.emit(op, [x], {"axis": _axis(call.const("dim"), x.value.dim()), "coerce_2d": False})
+
+
+# ---------------------------------------------------------------- pooling
+
+
+def _pool_attrs(call: Call, x: Act, dims: int) -> dict[str, Any]:
+    kernel = _ints(call.const("kernel_size"), dims)
+    stride = call.const("stride")
+    stride = kernel if stride is None or len(stride) == 0 else _ints(stride, dims)
+    return {"kernel": kernel, "stride": stride, "pads": _ints(call.const("padding"), dims) * 2}
+
+
+@converter(
+    "aten::max_pool1d",
+    "aten::max_pool2d",
+    "aten::max_pool3d",
+    "aten::max_pool1d_with_indices",
+    "aten::max_pool2d_with_indices",
+    "aten::max_pool3d_with_indices",
+)
+def max_pool(ctx: Context, call: Call) -> Any:
+    x = _self(call)
+    dims = _dims_from_kind(call.kind)
+    _check_batched(x, dims, "max pooling")
+    attrs = _pool_attrs(call, x, dims)
+    attrs["dilation"] = _ints(call.const("dilation"), dims)
+    attrs["ceil_mode"] = bool(call.const("ceil_mode"))
+    if call.kind.endswith("_with_indices"):
+        out = ctx.emit("maxpool", [x], attrs, value=call.out[0])
+        return out, Poison("max-pooling indices (return_indices=True) are not supported")
+    return ctx.emit("maxpool", [x], attrs)
+
+
+@converter("aten::avg_pool1d", "aten::avg_pool2d", "aten::avg_pool3d")
+def avg_pool(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    dims = _dims_from_kind(call.kind)
+    _check_batched(x, dims, "average pooling")
+    if call.arg("divisor_override") is not None:
+        raise _Refuse("average pooling with divisor_override is not supported")
+    attrs = _pool_attrs(call, x, dims)
+    attrs["ceil_mode"] = bool(call.const("ceil_mode"))
+    attrs["count_include_pad"] = bool(call.const("count_include_pad")) and any(attrs["pads"])
+    if attrs["ceil_mode"] and attrs["count_include_pad"]:
+        raise _Refuse(
+            "average pooling with ceil_mode=True, padding and count_include_pad=True is not supported"
+        )
+    return ctx.emit("avgpool", [x], attrs)
+
+
+@converter(
+    "aten::adaptive_avg_pool1d",
+    "aten::adaptive_avg_pool2d",
+    "aten::adaptive_avg_pool3d",
+    "aten::adaptive_max_pool1d",
+    "aten::adaptive_max_pool2d",
+    "aten::adaptive_max_pool3d",
+)
+def adaptive_pool(ctx: Context, call: Call) -> Any:
+    x = _self(call)
+    dims = _dims_from_kind(call.kind)
+    _check_batched(x, dims, "adaptive pooling")
+    spatial = tuple(x.value.shape[2:])
+    size = _ints(call.const("output_size"), dims)
+    size = tuple(s if o is None else int(o) for s, o in zip(spatial, size))
+    is_max = "max" in call.kind
+    if not is_max and all(o == 1 for o in size):
+        return ctx.emit("global_avgpool", [x], {"keepdims": True})
+    if any(o == 0 or s % o for s, o in zip(spatial, size)):
+        raise _Refuse(
+            f"adaptive pooling from {list(spatial)} to {list(size)}: only divisible sizes are supported"
+        )
+    kernel = tuple(s // o for s, o in zip(spatial, size))
+    attrs: dict[str, Any] = {
+        "kernel": kernel,
+        "stride": kernel,
+        "pads": (0,) * (2 * dims),
+        "ceil_mode": False,
+    }
+    if is_max:
+        attrs["dilation"] = (1,) * dims
+        out = ctx.emit("maxpool", [x], attrs, value=call.out[0])
+        return out, Poison("adaptive max-pooling indices are not supported")
+    attrs["count_include_pad"] = False
+    return ctx.emit("avgpool", [x], attrs)
+
+
+@converter("aten::mean")
+def mean(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    rank = x.value.dim()
+    dims = call.arg("dim")
+    axes = sorted({_axis(d, rank) for d in dims}) if dims else list(range(rank))
+    keepdim = bool(call.arg("keepdim", False))
+    if 0 in axes:
+        raise _Refuse("mean over the batch axis mixes samples; not supported")
+    if rank > 2 and axes == list(range(2, rank)):
+        return ctx.emit("global_avgpool", [x], {"keepdims": keepdim})
+    return ctx.emit("mean", [x], {"axes": tuple(axes), "keepdims": keepdim})
+
+
+# ---------------------------------------------------------------- shape / routing
+
+
+@converter(
+    "aten::flatten",
+    "aten::view",
+    "aten::reshape",
+    "aten::_reshape_alias",
+    "aten::_unsafe_view",
+    "aten::unflatten",
+    "aten::squeeze",
+    "aten::unsqueeze",
+    "aten::view_as",
+    "aten::reshape_as",
+    "aten::expand",
+    "aten::expand_as",
+)
+def reshape(ctx: Context, call: Call) -> Any:
+    first = call.args[call.schema.arguments[0].name]
+    if not isinstance(first, Act):
+        return call.out  # a constant shaped like an activation: still a constant
+    shape = tuple(call.out.shape)
+    if call.kind in ("aten::expand", "aten::expand_as") and shape != tuple(first.value.shape):
+        raise _Refuse("expand broadcasts an activation to a larger shape; not supported")
+    if shape == tuple(first.value.shape):
+        return ctx.alias(first)
+    return ctx.emit("reshape", [first], {"shape": shape})
+
+
+def _emit_perm(ctx: Context, x: Act, perm: list[int]) -> Act:
+    if perm == list(range(len(perm))):
+        return ctx.alias(x)
+    return ctx.emit("permute", [x], {"perm": tuple(perm)})
+
+
+@converter("aten::permute")
+def permute(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    rank = x.value.dim()
+    return _emit_perm(ctx, x, [_axis(d, rank) for d in call.const("dims")])
+
+
+@converter("aten::transpose", "aten::swapaxes", "aten::swapdims", "aten::t")
+def transpose(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    rank = x.value.dim()
+    if call.kind == "aten::t":
+        if rank < 2:
+            return ctx.alias(x)
+        a, b = 0, 1
+    else:
+        a, b = (_axis(v, rank) for v in call.positional[1:3])
+    perm = list(range(rank))
+    perm[a], perm[b] = perm[b], perm[a]
+    return _emit_perm(ctx, x, perm)
+
+
+@converter("aten::cat", "aten::concat", "aten::concatenate")
+def cat(ctx: Context, call: Call) -> Act:
+    items, dim = call.positional[:2]
+    if not all(isinstance(item, Act) for item in items):
+        raise _Refuse("concatenation of an activation with a constant is not supported")
+    axis = _axis(dim, items[0].value.dim())
+    if axis == 0:
+        raise _Refuse("concatenation along the batch axis mixes samples; not supported")
+    if len(items) == 1:
+        return ctx.alias(items[0])
+    return ctx.emit("concat", list(items), {"axis": axis})
+
+
+@converter("aten::stack")
+def stack(ctx: Context, call: Call) -> Act:
+    items, dim = call.positional[:2]
+    if not all(isinstance(item, Act) for item in items):
+        raise _Refuse("stacking an activation with a constant is not supported")
+    axis = _axis(dim, items[0].value.dim() + 1)
+    if axis == 0:
+        raise _Refuse("stacking along the batch axis mixes samples; not supported")
+    parts = []
+    for item in items:
+        shape = list(item.value.shape)
+        shape.insert(axis, 1)
+        parts.append(ctx.emit("reshape", [item], {"shape": tuple(shape)}, tmp=True))
+    if len(parts) == 1:
+        return Act(parts[0].name, call.out)
+    return ctx.emit("concat", parts, {"axis": axis})
+
+
+def _positions(ctx: Context, call: Call, x: Act, axis: int, indices: list[int], **emit: Any) -> Act:
+    size = x.value.shape[axis]
+    if indices == list(range(size)):
+        return Act(x.name, emit.get("value", call.out))
+    if axis == 0:
+        raise _Refuse("slicing along the batch axis is not supported")
+    return ctx.emit("slice", [x], {"axes": (axis,), "indices": (tuple(indices),)}, **emit)
+
+
+@converter("aten::slice")
+def slice_(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    axis = _axis(call.const("dim"), x.value.dim())
+    start, end, step = call.const("start"), call.const("end"), call.const("step")
+    if step is not None and step <= 0:
+        raise _Refuse("slice with a non-positive step")
+    indices = list(range(*slice(start, end, step).indices(x.value.shape[axis])))
+    return _positions(ctx, call, x, axis, indices)
+
+
+@converter("aten::narrow")
+def narrow(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    axis = _axis(call.const("dim"), x.value.dim())
+    start = _axis(int(call.const("start")), x.value.shape[axis])
+    return _positions(ctx, call, x, axis, list(range(start, start + int(call.const("length")))))
+
+
+def _gather(ctx: Context, x: Act, axis: int, indices: Any, **emit: Any) -> Act:
+    if axis == 0:
+        raise _Refuse("indexing along the batch axis is not supported")
+    size = x.value.shape[axis]
+    tensor = torch.as_tensor(indices, dtype=torch.long)
+    tensor = torch.where(tensor < 0, tensor + size, tensor)
+    return ctx.emit("gather", [x], {"axis": axis, "indices": tensor.tolist()}, **emit)
+
+
+@converter("aten::select")
+def select(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    return _gather(ctx, x, _axis(call.const("dim"), x.value.dim()), int(call.const("index")))
+
+
+@converter("aten::index_select")
+def index_select(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    return _gather(ctx, x, _axis(call.const("dim"), x.value.dim()), call.const("index"))
+
+
+@converter("aten::index")
+def index(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    items = call.const("indices")
+    used = [(k, t) for k, t in enumerate(items) if t is not None]
+    if len(used) != 1:
+        raise _Refuse("advanced indexing with several index tensors is not supported")
+    axis, tensor = used[0]
+    if tensor.dtype == torch.bool:
+        if tensor.dim() != 1:
+            raise _Refuse("indexing with a multi-dimensional boolean mask is not supported")
+        tensor = tensor.nonzero().reshape(-1)
+    return _gather(ctx, x, axis, tensor)
+
+
+@converter(
+    "aten::split",
+    "aten::split_with_sizes",
+    "aten::unsafe_split",
+    "aten::unsafe_split_with_sizes",
+    "aten::chunk",
+    "aten::unsafe_chunk",
+    "aten::unbind",
+)
+def split(ctx: Context, call: Call) -> list[Act]:
+    x = _self(call)
+    axis = _axis(call.const("dim"), x.value.dim())
+    base = call.node.outputsAt(0).debugName()
+    pieces: list[Act] = []
+    offset = 0
+    for k, piece in enumerate(call.out):
+        name = f"{base}[{k}]"
+        if call.kind == "aten::unbind":
+            pieces.append(_gather(ctx, x, axis, k, value=piece, name=name))
+            continue
+        length = piece.shape[axis]
+        pieces.append(
+            _positions(ctx, call, x, axis, list(range(offset, offset + length)), value=piece, name=name)
+        )
+        offset += length
+    return pieces
+
+
+@converter(
+    "aten::pad",
+    "aten::constant_pad_nd",
+    "aten::reflection_pad1d",
+    "aten::reflection_pad2d",
+    "aten::reflection_pad3d",
+    "aten::replication_pad1d",
+    "aten::replication_pad2d",
+    "aten::replication_pad3d",
+)
+def pad(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    amounts = [int(p) for p in call.const("pad")]
+    if call.kind == "aten::pad":
+        mode, value = call.const("mode"), call.const("value")
+    elif call.kind == "aten::constant_pad_nd":
+        mode, value = "constant", call.const("value")
+    else:
+        mode, value = ("reflect" if "reflection" in call.kind else "replicate"), None
+    modes = {"constant": "constant", "reflect": "reflect", "replicate": "edge"}
+    if mode not in modes:
+        raise _Refuse(f"padding mode {mode!r} is not supported")
+    rank = x.value.dim()
+    begins, ends = [0] * rank, [0] * rank
+    for i in range(len(amounts) // 2):
+        begins[rank - 1 - i], ends[rank - 1 - i] = amounts[2 * i], amounts[2 * i + 1]
+    if begins[0] or ends[0]:
+        raise _Refuse("padding along the batch axis is not supported")
+    attrs = {"pads": tuple(begins + ends), "mode": modes[mode], "value": float(value or 0.0)}
+    return ctx.emit("pad", [x], attrs)
+
+
+# ---------------------------------------------------------------- arithmetic
+
+
+@converter("aten::add", "aten::sub")
+def add_sub(ctx: Context, call: Call) -> Act:
+    a, b = call.positional[:2]
+    alpha = call.const("alpha") if "alpha" in call.args else 1
+    coef = float(alpha) * (-1.0 if call.kind == "aten::sub" else 1.0)
+    if isinstance(a, Act) and isinstance(b, Act):
+        return ctx.emit("add", [a, b], {} if coef == 1.0 else {"coeffs": [1.0, coef]})
+    if isinstance(a, Act):
+        if has_act(b):
+            raise _Refuse("unsupported operand")
+        return ctx.emit("add_const", [a], {}, {"const": coef * _f64(b)})
+    scaled = b if coef == 1.0 else ctx.emit("mul_const", [b], {}, {"const": coef}, tmp=True)
+    return ctx.emit("add_const", [scaled], {}, {"const": _f64(a)})
+
+
+@converter("aten::rsub")
+def rsub(ctx: Context, call: Call) -> Act:
+    x, other = call.positional[:2]
+    if not isinstance(x, Act) or has_act(other):
+        raise _Refuse("rsub is supported as constant - activation")
+    alpha = float(call.const("alpha")) if "alpha" in call.args else 1.0
+    negated = ctx.emit("mul_const", [x], {}, {"const": -alpha}, tmp=True)
+    return ctx.emit("add_const", [negated], {}, {"const": _f64(other)})
+
+
+@converter("aten::mul")
+def mul(ctx: Context, call: Call) -> Act:
+    a, b = call.positional[:2]
+    if isinstance(a, Act) and isinstance(b, Act):
+        return ctx.emit("mul", [a, b])
+    x, c = (a, b) if isinstance(a, Act) else (b, a)
+    return ctx.emit("mul_const", [x], {}, {"const": _f64(c)})
+
+
+@converter("aten::div")
+def div(ctx: Context, call: Call) -> Act:
+    a, b = call.positional[:2]
+    if call.arg("rounding_mode") is not None:
+        raise _Refuse("division with rounding is not supported")
+    if not isinstance(a, Act) or has_act(b):
+        raise _Refuse("division is supported only as activation / constant")
+    return ctx.emit("mul_const", [a], {}, {"const": 1.0 / _f64(b)})
+
+
+@converter("aten::neg")
+def neg(ctx: Context, call: Call) -> Act:
+    return ctx.emit("mul_const", [_self(call)], {}, {"const": -1.0})
+
+
+# ---------------------------------------------------------------- removed ops
+
+
+@converter("aten::dropout", "aten::feature_dropout", "aten::alpha_dropout", "aten::feature_alpha_dropout")
+def dropout(ctx: Context, call: Call) -> Act:
+    if call.const("train") and float(call.const("p")) > 0:
+        raise _Refuse("dropout in training mode (call model.eval() before tracing/scripting)")
+    return ctx.alias(call.act("input"))
+
+
+@converter("aten::contiguous", "aten::clone", "aten::detach", "aten::alias", "aten::lift_fresh")
+def identity(ctx: Context, call: Call) -> Act:
+    return ctx.alias(_self(call))
+
+
+@converter("aten::to", "aten::type_as", "aten::float", "aten::double")
+def cast(ctx: Context, call: Call) -> Any:
+    first = call.args[call.schema.arguments[0].name]
+    if not isinstance(first, Act):
+        return call.out
+    if not call.out.is_floating_point():
+        raise _Refuse(f"casting an activation to {call.out.dtype} cuts the relevance path")
+    return ctx.alias(first)
