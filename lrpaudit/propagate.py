@@ -166,8 +166,7 @@ def propagate(
     """
     chosen = resolve_rules(graph, rules)
     params = cast_params(graph, dtype, device)
-    if values is None:
-        values = run_forward(graph, feeds, dtype, device, params)
+    values = run_forward(graph, feeds, dtype, device, params) if values is None else dict(values)
     output = values[graph.outputs[0]]
     targets, r_init = output_relevance(output, target, init)
     relevance: dict[str, Tensor] = {graph.outputs[0]: r_init}
@@ -177,6 +176,8 @@ def propagate(
             if keep_relevance is not None:
                 keep_relevance[node.id] = relevance.get(node.output, torch.zeros_like(values[node.output]))
             records.append(_backward_node(node, chosen[node.id], values, relevance, params[node.id]))
+            if keep_relevance is None and node.output not in graph.outputs:
+                del values[node.output]  # its consumers are done: free the activation now
     records.reverse()
     inputs = {name: relevance.get(name, torch.zeros_like(values[name])) for name in graph.inputs}
     kept = values if keep_relevance is not None else None

@@ -46,7 +46,13 @@ class LinearView:
         return self._apply(x, weight)
 
     def vjp(self, weight: Tensor | None, grad: Tensor) -> Tensor:
-        """``W^T grad``: the transpose of the bias-free map (exact, since the map is linear)."""
+        """``W^T grad``: the transpose of the bias-free map (exact, since the map is linear).
+
+        Direct transposed kernels where they exist (no forward re-run); autograd through the map otherwise.
+        """
+        direct = _direct_vjp(self.node, self.input_shape, weight, grad)
+        if direct is not None:
+            return direct
         probe = torch.zeros(self.input_shape, dtype=grad.dtype, device=grad.device, requires_grad=True)
         with torch.enable_grad():
             out = self._apply(probe, weight)
@@ -67,6 +73,43 @@ class LinearView:
             ones = torch.ones((1,) + tuple(self.input_shape[1:]), dtype=dtype, device=device)
             self._cache["fan_in"] = self._apply(ones, self.ones_weight())
         return self._cache["fan_in"]
+
+
+def _direct_vjp(node: Node, input_shape: tuple[int, ...], weight: Tensor | None, grad: Tensor) -> Tensor | None:
+    """The transpose of linear / affine / conv / conv_transpose applied to ``grad`` without autograd."""
+    if weight is None:
+        return None
+    if node.op == "linear":
+        return grad @ weight
+    if node.op == "affine":
+        return grad * weight.reshape((1, -1) + (1,) * (grad.dim() - 2))
+    attrs = node.attrs
+    dims = weight.dim() - 2
+    pads = attrs["pads"]
+    if tuple(pads[:dims]) != tuple(pads[dims:]):
+        return None
+    if node.op == "conv":
+        transposed, out_pad = False, [0] * dims
+    elif node.op == "conv_transpose" and all(
+        p < max(s, d) for p, s, d in zip(attrs["output_padding"], attrs["stride"], attrs["dilation"])
+    ):
+        transposed, out_pad = True, list(attrs["output_padding"])
+    else:
+        return None
+    shape_only = grad.new_empty(1).expand(input_shape)
+    return torch.ops.aten.convolution_backward(
+        grad,
+        shape_only,
+        weight,
+        None,
+        list(attrs["stride"]),
+        list(pads[:dims]),
+        list(attrs["dilation"]),
+        transposed,
+        out_pad,
+        attrs["groups"],
+        (True, False, False),
+    )[0]
 
 
 def linear_view(
