@@ -8,6 +8,7 @@ print(result.verdict, result.layer_rows()[0])
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ class AuditResult:
     rule_checks: list[RuleCheck] | None = None
     relevance: dict[str, np.ndarray] | None = None
     config: dict = field(default_factory=dict)
+    elapsed_s: float | None = None  # wall-clock seconds of the audit (load excluded); JUnit/JSON timings
 
     @property
     def bound(self) -> float:
@@ -118,6 +120,7 @@ def audit(
     against the model's runtime on every batch before relevance is propagated.
     """
     model = load_model(model, input_shapes) if isinstance(model, (str, Path)) else model
+    started = time.perf_counter()
     tolerance = tolerance or Tolerance()
     torch_dtype = DTYPES[dtype]
     layers: dict[str, LayerAudit] = {}
@@ -174,6 +177,7 @@ def audit(
         notes=notes,
         rule_checks=checks,
         relevance={k: np.concatenate(v) for k, v in saved.items()} if keep_relevance else None,
+        elapsed_s=time.perf_counter() - started,
     )
 
 

@@ -27,3 +27,7 @@ class ConfigError(LrpauditError):
 
 class InputError(LrpauditError):
     """Sample inputs do not fit the model."""
+
+
+class OutputError(LrpauditError):
+    """A report or artefact cannot be written (missing folder, no permission, disk full)."""

@@ -1,0 +1,423 @@
+"""The JSON report (DESIGN section 9): the machine-readable record of one ``check`` over models x configs.
+
+Contract (schema ``lrpaudit/report.schema.json``, draft 2020-12, shipped in the package):
+
+- ``schema_version`` is ``"MAJOR.MINOR"``: MINOR grows with added keys, MAJOR with removed/renamed keys or changed
+  meaning. Consumers check MAJOR and ignore keys they do not know.
+- Every key is always present; a missing value is ``null``, never an absent key.
+- JSON has no NaN/Infinity: a non-finite number is written as ``null`` and the object that holds it (a layer row, a
+  sample, the fidelity record, a rule check, the worst row) carries ``"non_finite": true`` (``false`` otherwise).
+- Rows are in graph (topological) order; samples in input order; floats at full precision.
+- Aggregated layer rows hold the worst sample's figures (``worst_sample`` names it, ``failing_samples`` counts).
+
+``summary``: ``runs`` (model x config audits), ``samples`` (over all runs), ``layer_checks`` (aggregated layer rows
+over all runs), ``failures`` (those rows whose verdict is not ``pass``), ``sample_failures`` (samples whose
+verdict is not ``pass``), ``worst`` (the worst layer row: failing before passing, then by the gated figure; NaN
+counts as worst) with ``run`` (index into ``runs``), ``sample`` (sample index), ``layer`` (node id) and
+``rel_error``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import re
+from importlib import metadata, resources
+from pathlib import Path
+
+from .. import __version__
+from ._common import atomic_write_text, gated_metric, metric_value, run_label, severity
+
+SCHEMA_VERSION = "1.0"
+SCHEMA_FILE = "report.schema.json"
+LAYER_KEYS = (
+    "id",
+    "op",
+    "rule",
+    "rule_source",
+    "bias_mode",
+    "r_received",
+    "r_passed",
+    "leak",
+    "absorbed_bias",
+    "absorbed_stabilizer",
+    "degenerate",
+    "residual",
+    "rel_error",
+    "rel_residual",
+    "scale",
+    "tolerance",
+    "verdict",
+    "passing_tolerance",
+    "largest_category",
+    "hint",
+)
+SAMPLE_CATEGORIES = ("absorbed_bias", "absorbed_stabilizer", "degenerate", "residual")
+
+
+def load_schema() -> dict:
+    """The report's JSON Schema, as shipped in the package."""
+    return json.loads(resources.files("lrpaudit").joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _one(values: list[str]) -> str | None:
+    unique = sorted(set(values))
+    return ",".join(unique) if unique else None
+
+
+def environment_info(results=(), extra: dict | None = None) -> dict:
+    """Versions and platform; ``device``/``dtype`` from the runs (comma-joined if they differ)."""
+    env = {
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "onnx": _version("onnx"),
+        "onnxruntime": _version("onnxruntime"),
+        "platform": platform.platform(),
+        "device": _one([r.device for r in results]),
+        "dtype": _one([r.dtype for r in results]),
+    }
+    env.update(extra or {})
+    return env
+
+
+# ---------------------------------------------------------------- non-finite numbers
+
+
+def _plain(value):
+    """numpy scalars and tuples to plain JSON types (finite-ness is handled by ``_scrub``)."""
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if hasattr(value, "item"):  # numpy / torch scalar
+        return _plain(value.item())
+    return value
+
+
+def _scrub(value, record: dict | None = None):
+    """Replace NaN/inf by ``None`` in place of their dict/list; mark the nearest enclosing record.
+
+    A *record* is a dict that has a ``non_finite`` key (rows, samples, fidelity, ...). Nested plain dicts such as
+    ``r_input_by_name`` are cleaned too but the marker goes on their record, never into them.
+    """
+    if isinstance(value, dict):
+        if "non_finite" in value:
+            record = value
+        for key, item in list(value.items()):
+            if isinstance(item, float) and not math.isfinite(item):
+                value[key] = None
+                _mark(record if record is not None else value)
+            else:
+                _scrub(item, record)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, float) and not math.isfinite(item):
+                value[i] = None
+                if record is not None:
+                    _mark(record)
+            else:
+                _scrub(item, record)
+    return value
+
+
+def _mark(record: dict) -> None:
+    record["non_finite"] = True
+
+
+def _record(fields: dict) -> dict:
+    """A report object with its ``non_finite`` marker, numbers cleaned.
+
+    The marker is also set on an object whose verdict is ``non_finite``: an aggregated row shows the worst sample
+    by the gated figure, and the NaN that failed it may sit in another sample's figures.
+    """
+    out = _plain(fields)
+    out.setdefault("non_finite", False)
+    if out.get("verdict") == "non_finite":
+        out["non_finite"] = True
+    return _scrub(out)
+
+
+# ---------------------------------------------------------------- building
+
+
+def _layer_row(row: dict, samples) -> dict:
+    out = {key: row.get(key) for key in LAYER_KEYS}
+    if "worst_sample" in row:
+        position = row["worst_sample"]
+        out["worst_sample"] = samples[position].index if 0 <= position < len(samples) else position
+        out["failing_samples"] = row.get("failing_samples", 0)
+    return _record(out)
+
+
+def _sample(result, position: int) -> dict:
+    sample = result.samples[position]
+    out = _record(
+        {
+            "index": sample.index,
+            "source": sample.source,
+            "target": sample.target,
+            "r_output": sample.r_output,
+            "r_input": sample.r_input,
+            "r_input_by_name": dict(sample.r_input_by_name),
+            "leak": sample.leak,
+            "rel_error": sample.rel_error,
+            "rel_unexplained": sample.rel_unexplained,
+            "output_scale": sample.output_scale,
+            "totals": {key: sample.totals.get(key) for key in SAMPLE_CATEGORIES},
+            "verdict": sample.verdict,
+        }
+    )
+    out["layers"] = [
+        _record({key: row.get(key) for key in LAYER_KEYS}) for row in result.sample_layer_rows(position)
+    ]
+    return out
+
+
+def _fidelity(result) -> dict:
+    base = {"reference": None, "max_abs_diff": None, "max_rel_diff": None, "passed": None}
+    extra = {"dtype": None, "tolerance": None, "first_diverging": None, "checked": False}
+    if result.fidelity is not None:
+        base.update(result.fidelity.as_dict())
+        base["checked"] = True
+    return _record({**extra, **base})
+
+
+def _rule_checks(result):
+    if result.rule_checks is None:
+        return None
+    return [
+        _record(
+            {
+                "node_id": check.node_id,
+                "rule": check.rule,
+                "max_abs_dev": check.max_abs_dev,
+                "scale": check.scale,
+                "rel_dev": check.rel_dev,
+                "units_checked": check.units_checked,
+                "units_total": check.units_total,
+            }
+        )
+        for check in result.rule_checks
+    ]
+
+
+def _config(result) -> dict:
+    config = result.config or {}
+    resolved = config.get("resolved")
+    return _record(
+        {
+            "path": str(config["path"]) if config.get("path") is not None else None,
+            "sha256": config.get("sha256"),
+            "resolved": resolved if isinstance(resolved, dict) else None,
+            "name": config.get("name"),
+            "label": run_label(result),
+        }
+    )
+
+
+def build_run(result) -> dict:
+    """One model x config audit as a report ``runs[]`` entry."""
+    tolerance = result.tolerance
+    return {
+        "model": {
+            "path": str(result.model_path),
+            "format": result.model_format,
+            "sha256": result.model_sha256,
+        },
+        "config": _config(result),
+        "fidelity": _fidelity(result),
+        "verdict": result.verdict,
+        "dtype": result.dtype,
+        "device": result.device,
+        "tolerance": _record(
+            {
+                "gate": tolerance.gate,
+                "layer_rtol": tolerance.layer_rtol,
+                "end_to_end_rtol": tolerance.end_to_end_rtol,
+                "unexplained_bound": result.bound,
+            }
+        ),
+        "elapsed_s": _plain(getattr(result, "elapsed_s", None)),
+        "layers": [_layer_row(row, result.samples) for row in result.layer_rows()],
+        "samples": [_sample(result, position) for position in range(len(result.samples))],
+        "notes": [str(note) for note in result.notes],
+        "rule_checks": _rule_checks(result),
+    }
+
+
+def _worst(runs: list[dict]) -> dict:
+    best = None
+    for index, run in enumerate(runs):
+        metric = gated_metric(run["tolerance"]["gate"])
+        for row in run["layers"]:
+            key = (severity(row["verdict"]), metric_value(row[metric]))
+            if best is None or key > best[0]:
+                best = (key, index, row)
+    if best is None:
+        return _record(
+            {"run": None, "model": None, "sample": None, "layer": None, "rel_error": None, "verdict": None}
+        )
+    _, index, row = best
+    return _record(
+        {
+            "run": index,
+            "model": runs[index]["model"]["path"],
+            "sample": row.get("worst_sample"),
+            "layer": row["id"],
+            "rel_error": row["rel_error"],
+            "rel_residual": row["rel_residual"],
+            "verdict": row["verdict"],
+            "non_finite": row["non_finite"],
+        }
+    )
+
+
+def build_summary(runs: list[dict]) -> dict:
+    layers = [row for run in runs for row in run["layers"]]
+    samples = [sample for run in runs for sample in run["samples"]]
+    failed = any(run["verdict"] != "pass" for run in runs)
+    return {
+        "verdict": "fail" if failed else "pass",
+        "runs": len(runs),
+        "samples": len(samples),
+        "layer_checks": len(layers),
+        "failures": sum(row["verdict"] != "pass" for row in layers),
+        "sample_failures": sum(sample["verdict"] != "pass" for sample in samples),
+        "worst": _worst(runs),
+    }
+
+
+def build_report(results, environment: dict | None = None) -> dict:
+    """The whole report for a list of AuditResults (one per model x config). ``environment`` overrides keys."""
+    results = list(results)
+    runs = [build_run(result) for result in results]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "lrpaudit", "version": __version__},
+        "environment": _scrub(_plain(environment_info(results, environment))),
+        "runs": runs,
+        "summary": build_summary(runs),
+    }
+
+
+# ---------------------------------------------------------------- validation
+
+
+class ReportSchemaError(ValueError):
+    """A document is not a valid lrpaudit report; the message names the offending location."""
+
+
+# The JSON Schema keywords report.schema.json may use: the fallback validator below implements exactly these.
+SUPPORTED_KEYWORDS = frozenset(
+    {"$schema", "$id", "$defs", "$ref", "title", "description", "type", "required", "properties"}
+    | {"additionalProperties", "items", "enum", "const", "pattern", "minimum"}
+)
+
+
+def validate_report(report, schema: dict | None = None) -> None:
+    """Raise :class:`ReportSchemaError` unless ``report`` matches the shipped schema.
+
+    Uses ``jsonschema`` when it is installed (a test dependency), else a small validator of the keywords in
+    ``SUPPORTED_KEYWORDS``; both give the location of the first problem.
+    """
+    schema = schema or load_schema()
+    try:
+        import jsonschema
+    except ImportError:  # pragma: no cover - exercised directly through check_subset in the tests
+        check_subset(report, schema)
+        return
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(report), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = errors[0]
+        raise ReportSchemaError(f"{_where(error.absolute_path)}: {error.message}")
+
+
+def _where(path) -> str:
+    text = "report"
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+_TYPES = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "integer": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+    ),
+}
+
+
+def _same(a, b) -> bool:
+    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
+
+
+def check_subset(instance, schema: dict, root: dict | None = None, path: tuple = ()) -> None:
+    """A minimal JSON Schema (draft 2020-12) validator for ``SUPPORTED_KEYWORDS``; first error raised."""
+    root = root if root is not None else schema
+    where = _where(path)
+    if "$ref" in schema:
+        ref = schema["$ref"]
+        if not ref.startswith("#/$defs/"):
+            raise ReportSchemaError(f"unsupported $ref {ref!r}")
+        check_subset(instance, root["$defs"][ref[len("#/$defs/") :]], root, path)
+    if "type" in schema:
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if not any(_TYPES[t](instance) for t in types):
+            raise ReportSchemaError(f"{where}: {instance!r:.80} is not of type {' or '.join(types)}")
+    if "const" in schema and not _same(instance, schema["const"]):
+        raise ReportSchemaError(f"{where}: {schema['const']!r} was expected")
+    if "enum" in schema and not any(_same(instance, v) for v in schema["enum"]):
+        raise ReportSchemaError(f"{where}: {instance!r:.80} is not one of {schema['enum']!r}")
+    if "pattern" in schema and isinstance(instance, str) and not re.search(schema["pattern"], instance):
+        raise ReportSchemaError(f"{where}: {instance!r} does not match {schema['pattern']!r}")
+    if "minimum" in schema and _TYPES["number"](instance) and instance < schema["minimum"]:
+        raise ReportSchemaError(f"{where}: {instance!r} is less than the minimum of {schema['minimum']}")
+    if isinstance(instance, dict):
+        for key in schema.get("required", ()):
+            if key not in instance:
+                raise ReportSchemaError(f"{where}: {key!r} is a required property")
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for key, value in instance.items():
+            if key in properties:
+                check_subset(value, properties[key], root, (*path, key))
+            elif extra is False:
+                raise ReportSchemaError(f"{where}: additional property {key!r} is not allowed")
+            elif isinstance(extra, dict):
+                check_subset(value, extra, root, (*path, key))
+    if isinstance(instance, list) and "items" in schema:
+        for index, item in enumerate(instance):
+            check_subset(item, schema["items"], root, (*path, index))
+
+
+# ---------------------------------------------------------------- writing
+
+
+def to_json_text(report: dict) -> str:
+    """Strict JSON text (``NaN`` refused: ``ValueError``), 2-space indented, newline-terminated."""
+    return json.dumps(report, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+
+
+def write_json(report: dict, path) -> Path:
+    """Serialize first, then write atomically: a failure leaves no file and an old report untouched."""
+    return atomic_write_text(path, to_json_text(report))
