@@ -44,6 +44,24 @@ def _symmetric(pads: Sequence[int]) -> bool:
     return all(pads[i] == pads[i + n] for i in range(n))
 
 
+def _ceil_extra(
+    padded: Sequence[int], kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int]
+) -> list[int]:
+    """Extra end padding (F.pad order) that makes a window op over ``padded`` sizes give ceil_mode's output size.
+
+    As in ONNX and torch, the last window must start inside the input or its begin padding.
+    """
+    n = len(kernel)
+    extra: list[int] = []
+    for axis in reversed(range(n)):
+        size, k, s = padded[axis], kernel[axis], stride[axis]
+        out = -(-(size - k) // s) + 1
+        if (out - 1) * s >= size - pads[axis + n]:
+            out -= 1
+        extra += [0, max(0, (out - 1) * s + k - size)]
+    return extra
+
+
 # ---------------------------------------------------------------- linear-type ops
 
 
@@ -134,9 +152,12 @@ def avgpool_apply(x: Tensor, attrs: dict[str, Any]) -> Tensor:
     ones_w = torch.ones((1, 1) + tuple(kernel), dtype=x.dtype, device=x.device)
     conv = _CONV[len(kernel)]
     padded = F.pad(xs, _pad_pairs(pads))
-    total = conv(padded, ones_w, None, stride)
     mask = torch.ones((1, 1) + tuple(xs.shape[2:]), dtype=x.dtype, device=x.device)
     mask = F.pad(mask, _pad_pairs(pads), value=1.0 if include_pad else 0.0)
+    if ceil_mode:  # windows running past the padded input: extra zeros, never counted
+        extra = _ceil_extra(padded.shape[2:], kernel, stride, pads)
+        padded, mask = F.pad(padded, extra), F.pad(mask, extra)
+    total = conv(padded, ones_w, None, stride)
     count = conv(mask, ones_w, None, stride)
     y = total / count
     if dims == 1:
@@ -160,7 +181,10 @@ def maxpool(inputs, attrs, params):
     if _symmetric(pads) and all(pads[i] <= kernel[i] // 2 for i in range(dims)):
         return fn(x, kernel, stride, tuple(pads[:dims]), dilation, attrs.get("ceil_mode", False))
     x = F.pad(x, _pad_pairs(pads), value=-math.inf)
-    return fn(x, kernel, stride, 0, dilation, attrs.get("ceil_mode", False))
+    if attrs.get("ceil_mode", False):  # torch would let the last window start in the explicit end padding
+        window = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+        x = F.pad(x, _ceil_extra(x.shape[2:], window, stride, pads), value=-math.inf)
+    return fn(x, kernel, stride, 0, dilation, False)
 
 
 @register("global_avgpool")
@@ -236,7 +260,8 @@ def hardsigmoid(inputs, attrs, params):
 
 @register("clip")
 def clip(inputs, attrs, params):
-    return torch.clamp(inputs[0], attrs.get("min"), attrs.get("max"))
+    low, high = attrs.get("min"), attrs.get("max")
+    return inputs[0] if low is None and high is None else torch.clamp(inputs[0], low, high)
 
 
 # ---------------------------------------------------------------- routing
@@ -274,12 +299,28 @@ def gather(inputs, attrs, params):
     return picked.reshape(tuple(x.shape[:axis]) + tuple(indices.shape) + tuple(x.shape[axis + 1 :]))
 
 
+def _pad_index(size: int, before: int, after: int, mode: str, device: torch.device) -> Tensor:
+    """Source positions of a reflect/edge-padded axis (negative pads crop), as numpy.pad defines them."""
+    index = torch.arange(-before, size + after, device=device)
+    if mode == "edge" or size == 1:
+        return index.clamp(0, size - 1)
+    period = 2 * (size - 1)
+    index = index.remainder(period)
+    return torch.where(index >= size, period - index, index)
+
+
 @register("pad")
 def pad(inputs, attrs, params):
-    mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[attrs.get("mode", "constant")]
+    """ONNX Pad: constant (F.pad), or reflect/edge on any axes by index selection (F.pad limits those)."""
+    x, pads, mode = inputs[0], attrs["pads"], attrs.get("mode", "constant")
     if mode == "constant":
-        return F.pad(inputs[0], _pad_pairs(attrs["pads"]), value=attrs.get("value", 0.0))
-    return F.pad(inputs[0], _pad_pairs(attrs["pads"]), mode=mode)
+        return F.pad(x, _pad_pairs(pads), value=attrs.get("value", 0.0))
+    rank = x.dim()
+    for axis in range(rank):
+        before, after = int(pads[axis]), int(pads[axis + rank])
+        if before or after:
+            x = x.index_select(axis, _pad_index(x.shape[axis], before, after, mode, x.device))
+    return x
 
 
 # ---------------------------------------------------------------- arithmetic

@@ -392,14 +392,18 @@ def slice_(ctx: Context, node: onnx.NodeProto) -> None:
         list(range(len(starts))) if axes is None else [_norm_axis(int(a), len(shape)) for a in np.ravel(axes)]
     )
     steps = [1] * len(starts) if steps is None else [int(s) for s in np.ravel(steps)]
-    if 0 in axes:
-        ctx.fail("Slice along the batch axis is not supported")
-    indices = [
-        list(range(*slice(s, e, st).indices(shape[a]))) for s, e, st, a in zip(starts, ends, steps, axes)
+    picks = [
+        (a, tuple(range(*slice(s, e, st).indices(shape[a]))))
+        for s, e, st, a in zip(starts, ends, steps, axes)
     ]
-    ctx.emit(
-        "slice", [node.input[0]], node.output[0], {"axes": tuple(axes), "indices": tuple(map(tuple, indices))}
-    )
+    picks = [(a, index) for a, index in picks if index != tuple(range(shape[a]))]  # whole axes are no-ops
+    if not picks:
+        ctx.alias(node.output[0], node.input[0])
+        return
+    if any(a == 0 for a, _ in picks):
+        ctx.fail("Slice along the batch axis is not supported")
+    axes_kept, indices = zip(*picks)
+    ctx.emit("slice", [node.input[0]], node.output[0], {"axes": tuple(axes_kept), "indices": tuple(indices)})
 
 
 @converter("Gather")
@@ -447,10 +451,33 @@ def pad(ctx: Context, node: onnx.NodeProto) -> None:
 # ---------------------------------------------------------------- arithmetic
 
 
+def _operand(ctx: Context, node: onnx.NodeProto, name: str) -> np.ndarray:
+    """A constant operand, aligned for the pre-opset-7 ``broadcast``/``axis`` attributes.
+
+    Before opset 7, ``broadcast=1`` lines B up with A starting at ``axis`` (default: trailing, as numpy does).
+    """
+    value = ctx.const(name)
+    if ctx.opset >= 7 or not ctx.attr(node, "broadcast", 0) or name != node.input[1]:
+        return value
+    rank = len(ctx.shape(node.input[0]))
+    axis = _norm_axis(int(ctx.attr(node, "axis", rank - value.ndim)), rank)
+    return value.reshape(value.shape + (1,) * (rank - axis - value.ndim))
+
+
+def _check_legacy_broadcast(ctx: Context, node: onnx.NodeProto) -> None:
+    """Two activations under pre-opset-7 broadcasting must line up as numpy would (trailing axes)."""
+    if ctx.opset >= 7 or not ctx.attr(node, "broadcast", 0) or ctx.is_const(node.input[1]):
+        return
+    rank, b_rank = len(ctx.shape(node.input[0])), len(ctx.shape(node.input[1]))
+    if _norm_axis(int(ctx.attr(node, "axis", rank - b_rank)), rank) != rank - b_rank:
+        ctx.fail("legacy broadcasting of an activation along a non-trailing axis is not supported")
+
+
 @converter("Add", "Sum")
 def add(ctx: Context, node: onnx.NodeProto) -> None:
+    _check_legacy_broadcast(ctx, node)
     acts = _acts(ctx, node)
-    consts = [ctx.const(name) for name in node.input if name and ctx.is_const(name)]
+    consts = [_operand(ctx, node, name) for name in node.input if name and ctx.is_const(name)]
     out = node.output[0]
     if consts:
         total = sum(c.astype(np.float64) for c in consts)
@@ -466,8 +493,9 @@ def add(ctx: Context, node: onnx.NodeProto) -> None:
 def sub(ctx: Context, node: onnx.NodeProto) -> None:
     a, b = node.input
     out = node.output[0]
+    _check_legacy_broadcast(ctx, node)
     if ctx.is_const(b):
-        ctx.emit("add_const", [a], out, {}, {"const": -ctx.const(b).astype(np.float64)})
+        ctx.emit("add_const", [a], out, {}, {"const": -_operand(ctx, node, b).astype(np.float64)})
     elif ctx.is_const(a):
         negated = ctx.emit("mul_const", [b], ctx.tmp(out, "neg"), {}, {"const": np.array(-1.0)})
         ctx.emit("add_const", [negated], out, {}, {"const": ctx.const(a)})
@@ -478,9 +506,10 @@ def sub(ctx: Context, node: onnx.NodeProto) -> None:
 @converter("Mul")
 def mul(ctx: Context, node: onnx.NodeProto) -> None:
     a, b = node.input
+    _check_legacy_broadcast(ctx, node)
     if ctx.is_const(a) or ctx.is_const(b):
         x, c = (b, a) if ctx.is_const(a) else (a, b)
-        ctx.emit("mul_const", [x], node.output[0], {}, {"const": ctx.const(c)})
+        ctx.emit("mul_const", [x], node.output[0], {}, {"const": _operand(ctx, node, c)})
     else:
         ctx.emit("mul", [a, b], node.output[0])
 
@@ -490,4 +519,4 @@ def div(ctx: Context, node: onnx.NodeProto) -> None:
     a, b = node.input
     if not ctx.is_const(b):
         ctx.fail("Div by an activation is not supported")
-    ctx.emit("mul_const", [a], node.output[0], {}, {"const": 1.0 / ctx.const(b).astype(np.float64)})
+    ctx.emit("mul_const", [a], node.output[0], {}, {"const": 1.0 / _operand(ctx, node, b).astype(np.float64)})
