@@ -20,7 +20,7 @@ Tensor = torch.Tensor
 
 @dataclass
 class Term:
-    input: Tensor
+    input: Tensor | None  # None: identically zero, the term is skipped
     weight: Tensor | None  # None: the pool's own (non-negative) weights
 
 
@@ -65,6 +65,19 @@ def _bounds(value, like: Tensor) -> Tensor:
         ) from exc
 
 
+def _ones(a: Tensor) -> Tensor:
+    """An all-ones input (expanded, not materialized)."""
+    return torch.ones((1,) * a.dim(), dtype=a.dtype, device=a.device).expand_as(a)
+
+
+def _split_signs(a: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    """``(a+, a-)``, with None for a part that is identically zero (its terms contribute exactly nothing)."""
+    low, high = torch.aminmax(a)
+    a_pos = None if high <= 0 else (a if low >= 0 else a.clamp(min=0))
+    a_neg = None if low >= 0 else (a if high <= 0 else a.clamp(max=0))
+    return a_pos, a_neg
+
+
 def build_branches(rule: Rule, view: LinearView, a: Tensor, z: Tensor) -> list[Branch]:
     """The branches of ``rule`` on this node, with biases as in ``absorb`` mode (bias modes are applied later)."""
     w, b = view.weight, view.bias
@@ -73,12 +86,11 @@ def build_branches(rule: Rule, view: LinearView, a: Tensor, z: Tensor) -> list[B
         eps = float(rule.get("epsilon" if name == "epsilon" else "stabilizer"))
         return [Branch([Term(a, w)], b, eps, pre=z if rule.bias != "ignore" else None)]
     stab = float(rule.get("stabilizer"))
-    ones = torch.ones_like(a)
     if name == "wsquare":
-        return [Branch([Term(ones, w * w)], None if b is None else b * b, stab)]
+        return [Branch([Term(_ones(a), w * w)], None if b is None else b * b, stab)]
     if name == "flat":
-        return [Branch([Term(ones, view.ones_weight())], None, stab)]
-    a_pos, a_neg = a.clamp(min=0), a.clamp(max=0)
+        return [Branch([Term(_ones(a), view.ones_weight())], None, stab)]
+    a_pos, a_neg = _split_signs(a)
     if name in ("alphabeta", "zplus"):
         alpha = 1.0 if name == "zplus" else float(rule.get("alpha"))
         beta = 0.0 if name == "zplus" else float(rule.get("beta"))
@@ -101,61 +113,84 @@ def build_branches(rule: Rule, view: LinearView, a: Tensor, z: Tensor) -> list[B
     raise ValueError(f"rule {name!r} is not a linear-type rule")
 
 
-def _active(term: Term, view: LinearView) -> bool:
-    """Terms that contribute exactly nothing are skipped (e.g. the a- terms after a ReLU, W- of a pool)."""
-    if term.weight is None and view.is_pool:
-        return bool(torch.any(term.input != 0))
-    if term.weight is None:
-        return False
-    return bool(torch.any(term.input != 0)) and bool(torch.any(term.weight != 0))
-
-
 def per_sample(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1).sum(dim=1)
 
 
+def _safe_divide(numerator: Tensor, denom: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``numerator / denom`` with 0 where ``denom == 0``; also returns the zero mask (None if there is none)."""
+    zero = denom == 0
+    if not bool(zero.any()):
+        return numerator / denom, None
+    return torch.where(zero, 0.0, numerator / torch.where(zero, 1.0, denom)), zero
+
+
+def _branch_pre(
+    branch: Branch, terms: list[Term], bias: Tensor | None, view: LinearView, like: Tensor
+) -> Tensor:
+    """``Z_j + B_j``: the cached forward when the rule's forward is the model's, else the terms' maps summed."""
+    if branch.pre is not None:
+        return branch.pre
+    pre = None
+    for term in terms:
+        part = view.apply(term.input, term.weight)
+        pre = part if pre is None else pre + part
+    if pre is None:
+        pre = torch.zeros_like(like)
+    return pre + bias if bias is not None else pre
+
+
 def apply_linear_rule(rule: Rule, view: LinearView, a: Tensor, z: Tensor, r_out: Tensor) -> LinearResult:
-    """Run the rule on one node for a batch: relevance to the input and the leak's bias/stabilizer/degenerate shares."""
+    """Run the rule on one node for a batch: relevance to the input and the leak's bias/stabilizer/degenerate shares.
+
+    Exact shortcuts only: terms whose input is identically zero are skipped (e.g. ``a-`` after a ReLU), the
+    accounting splits are computed only where their masks are non-empty.
+    """
     zeros = torch.zeros(a.shape[0], dtype=a.dtype, device=a.device)
-    absorbed_bias, absorbed_stab, degenerate = zeros.clone(), zeros.clone(), zeros.clone()
-    r_in = torch.zeros_like(a)
-    covered = torch.zeros_like(r_out)
+    absorbed_bias, absorbed_stab, degenerate = zeros, zeros, zeros
+    r_in: Tensor | None = None
+    coverage: Tensor | float = 0.0
     for branch in build_branches(rule, view, a, z):
-        terms = [t for t in branch.terms if _active(t, view)]
+        terms = [t for t in branch.terms if t.input is not None]
         bias = None if rule.bias == "ignore" else branch.bias
-        if branch.pre is not None:
-            pre = branch.pre
-        else:
-            pre = torch.zeros_like(r_out)
-            for term in terms:
-                pre = pre + view.apply(term.input, term.weight)
-            if bias is not None:
-                pre = pre + bias
+        pre = _branch_pre(branch, terms, bias, view, r_out)
         stab = (
             branch.stabilizer * torch.where(pre >= 0, 1.0, -1.0).to(pre.dtype) if branch.stabilizer else None
         )
         denom = pre + stab if stab is not None else pre
-        mask = branch.mask if branch.mask is not None else 1.0
-        r_branch = branch.coeff * mask * r_out
-        covered = covered + branch.coeff * mask
-        nonzero = denom != 0
-        grad = torch.where(nonzero, r_branch / torch.where(nonzero, denom, 1.0), 0.0)
+        r_branch = r_out if branch.mask is None else r_out * branch.mask
+        if branch.coeff != 1.0:
+            r_branch = branch.coeff * r_branch
+        coverage = coverage + (branch.coeff if branch.mask is None else branch.coeff * branch.mask)
+        grad, dead = _safe_divide(r_branch, denom)
         for term in terms:
-            r_in = r_in + term.input * view.vjp(term.weight, grad)
-        degenerate += per_sample(torch.where(nonzero, 0.0, r_branch))
+            part = term.input * view.vjp(term.weight, grad)
+            r_in = part if r_in is None else r_in + part
+        if dead is not None:
+            degenerate = degenerate + per_sample(torch.where(dead, r_branch, 0.0))
         if stab is not None:
             stab_share = grad * stab
-            degenerate += per_sample(torch.where(pre == 0, stab_share, 0.0))
-            absorbed_stab += per_sample(torch.where(pre == 0, 0.0, stab_share))
-        if bias is not None:
-            bias_full = torch.broadcast_to(bias, grad.shape)
-            if rule.bias == "distribute":
-                fan_in = view.fan_in(a.dtype, a.device)
-                spreadable = fan_in > 0
-                share = torch.where(spreadable, grad * bias_full / torch.where(spreadable, fan_in, 1.0), 0.0)
-                r_in = r_in + view.vjp(view.ones_weight(), share)
-                degenerate += per_sample(torch.where(spreadable, 0.0, grad * bias_full))
-            else:
-                absorbed_bias += per_sample(grad * bias_full)
-    degenerate += per_sample(r_out * (1.0 - covered))
+            empty = pre == 0
+            if bool(empty.any()):
+                degenerate = degenerate + per_sample(torch.where(empty, stab_share, 0.0))
+                stab_share = torch.where(empty, 0.0, stab_share)
+            absorbed_stab = absorbed_stab + per_sample(stab_share)
+        if bias is None:
+            continue
+        bias_share = grad * bias
+        if rule.bias != "distribute":
+            absorbed_bias = absorbed_bias + per_sample(bias_share)
+            continue
+        fan_in = view.fan_in(a.dtype, a.device)
+        spread, unspreadable = _safe_divide(bias_share, fan_in.expand_as(bias_share))
+        part = view.vjp(view.ones_weight(), spread)
+        r_in = part if r_in is None else r_in + part
+        if unspreadable is not None:
+            degenerate = degenerate + per_sample(torch.where(unspreadable, bias_share, 0.0))
+    if isinstance(coverage, Tensor):
+        degenerate = degenerate + per_sample(r_out * (1.0 - coverage))
+    elif coverage != 1.0:
+        degenerate = degenerate + (1.0 - coverage) * per_sample(r_out)
+    if r_in is None:
+        r_in = torch.zeros_like(a)
     return LinearResult(r_in, absorbed_bias, absorbed_stab, degenerate)

@@ -14,7 +14,7 @@ import torch
 from ..errors import UnsupportedOpError
 from ..ir import Node
 from ..ops import run_op
-from .linear import per_sample
+from .linear import _safe_divide, per_sample
 from .spec import RULES, Rule
 
 Tensor = torch.Tensor
@@ -66,42 +66,38 @@ def winner_take_all(node, inputs, z, r_out, rule, params) -> OpResult:
     return route(node, inputs, z, r_out, rule, params)
 
 
+def _stabilized_split(pre: Tensor, r_out: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``g = R / (pre + eps sign pre)`` and the per-sample stabilizer / degenerate shares of the leak."""
+    stab = eps * _sign(pre)
+    grad, dead = _safe_divide(r_out, pre + stab)
+    stab_share = grad * stab
+    degenerate = torch.zeros_like(per_sample(r_out))
+    if dead is not None:
+        degenerate = degenerate + per_sample(torch.where(dead, r_out, 0.0))
+    empty = pre == 0
+    if bool(empty.any()):
+        degenerate = degenerate + per_sample(torch.where(empty, stab_share, 0.0))
+        stab_share = torch.where(empty, 0.0, stab_share)
+    return grad, per_sample(stab_share), degenerate
+
+
 def proportional_add(node, inputs, z, r_out, rule, params) -> OpResult:
     """R_k = c_k x_k / (z + eps sign z) R, with z = sum_k c_k x_k."""
     coeffs = node.attrs.get("coeffs") or [1.0] * len(inputs)
-    eps = float(rule.get("stabilizer"))
-    stab = eps * _sign(z)
-    denom = z + stab
-    nonzero = denom != 0
-    grad = torch.where(nonzero, r_out / torch.where(nonzero, denom, 1.0), 0.0)
-    r_in = [unbroadcast(c * x * grad, tuple(x.shape)) for c, x in zip(coeffs, inputs)]
-    stab_share = grad * stab
-    return OpResult(
-        r_in,
-        absorbed_stabilizer=per_sample(torch.where(z == 0, 0.0, stab_share)),
-        degenerate=per_sample(torch.where(z == 0, stab_share, 0.0) + torch.where(nonzero, 0.0, r_out)),
-    )
+    grad, stab_share, degenerate = _stabilized_split(z, r_out, float(rule.get("stabilizer")))
+    r_in = [unbroadcast((c * x if c != 1.0 else x) * grad, tuple(x.shape)) for c, x in zip(coeffs, inputs)]
+    return OpResult(r_in, absorbed_stabilizer=stab_share, degenerate=degenerate)
 
 
 def bias_neuron(node, inputs, z, r_out, rule, params) -> OpResult:
     """z = x + c with the constant as a bias neuron; bias modes decide whether c keeps its share."""
     x, const = inputs[0], params["const"]
-    eps = float(rule.get("stabilizer"))
-    pre = x + 0 * const if rule.bias == "ignore" else z
-    stab = eps * _sign(pre)
-    denom = pre + stab
-    nonzero = denom != 0
-    grad = torch.where(nonzero, r_out / torch.where(nonzero, denom, 1.0), 0.0)
-    carried = pre if rule.bias == "distribute" else x + 0 * const
+    pre = x + torch.zeros_like(const) if rule.bias == "ignore" else z
+    grad, stab_share, degenerate = _stabilized_split(pre, r_out, float(rule.get("stabilizer")))
+    carried = pre if rule.bias != "absorb" else x + torch.zeros_like(const)
     r_x = unbroadcast(carried * grad, tuple(x.shape))
-    bias_share = torch.zeros_like(per_sample(r_out)) if rule.bias != "absorb" else per_sample(grad * const)
-    stab_share = grad * stab
-    return OpResult(
-        [r_x],
-        absorbed_bias=bias_share,
-        absorbed_stabilizer=per_sample(torch.where(pre == 0, 0.0, stab_share)),
-        degenerate=per_sample(torch.where(pre == 0, stab_share, 0.0) + torch.where(nonzero, 0.0, r_out)),
-    )
+    bias_share = per_sample(grad * const) if rule.bias == "absorb" else torch.zeros_like(stab_share)
+    return OpResult([r_x], absorbed_bias=bias_share, absorbed_stabilizer=stab_share, degenerate=degenerate)
 
 
 def gate(node, inputs, z, r_out, rule, params) -> OpResult:
