@@ -597,3 +597,21 @@ def test_non_float_graph_input_is_a_clear_error(tmp_path):
     model.graph.input[0].type.tensor_type.elem_type = 7  # int64
     with pytest.raises(ModelError, match="INT64"):
         load_onnx(save(model, tmp_path)).graph({"x": (2, 3)})
+
+
+@pytest.mark.parametrize("opset", [11, 13, 18])
+@pytest.mark.parametrize("sizes", [[2, 3, 1], None])
+def test_split_into_slices(tmp_path, opset, sizes):
+    inits: dict = {}
+    if sizes is None:
+        kwargs = {"num_outputs": 3} if opset >= 18 else {}
+        split = node("Split", ["x"], ["a", "b", "c"], axis=-1, **kwargs)
+    elif opset < 13:
+        split = node("Split", ["x"], ["a", "b", "c"], axis=-1, split=sizes)
+    else:
+        inits["sizes"] = np.array(sizes, np.int64)
+        split = node("Split", ["x", "sizes"], ["a", "b", "c"], axis=-1)
+    nodes = [split, node("Relu", ["a"], ["y1"]), node("Sigmoid", ["c"], ["y2"])]
+    model = make_model(nodes, {"x": (2, 4, 6)}, ["y1", "b", "y2"], opset, inits)
+    graph = check_against_ort(tmp_path, model, {"x": rand(2, 4, 6)})
+    assert ops_of(graph).count("slice") == 3

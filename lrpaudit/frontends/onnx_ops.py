@@ -406,6 +406,25 @@ def slice_(ctx: Context, node: onnx.NodeProto) -> None:
     ctx.emit("slice", [node.input[0]], node.output[0], {"axes": tuple(axes_kept), "indices": tuple(indices)})
 
 
+@converter("Split")
+def split(ctx: Context, node: onnx.NodeProto) -> None:
+    """One ``slice`` per output; sizes from the ``split`` attribute (< 13) or input (13+), else equal parts."""
+    shape = ctx.shape(node.input[0])
+    axis = _norm_axis(int(ctx.attr(node, "axis", 0)), len(shape))
+    if axis == 0:
+        ctx.fail("Split along the batch axis is not supported")
+    sizes = ctx.optional_const(node, 1) if ctx.opset >= 13 else ctx.attr(node, "split", None)
+    if sizes is None:  # equal parts; from opset 18 the last one may be smaller
+        chunk = -(-shape[axis] // len(node.output))
+        sizes = [min(chunk, shape[axis] - k * chunk) for k in range(len(node.output))]
+    start = 0
+    for output, size in zip(node.output, (int(s) for s in np.ravel(sizes))):
+        if output:
+            index = (tuple(range(start, start + size)),)
+            ctx.emit("slice", [node.input[0]], output, {"axes": (axis,), "indices": index})
+        start += size
+
+
 @converter("Gather")
 def gather(ctx: Context, node: onnx.NodeProto) -> None:
     if ctx.is_const(node.input[0]) or not ctx.is_const(node.input[1]):
