@@ -26,7 +26,7 @@ import torch
 
 from ..errors import FidelityError, ModelError, UnsupportedOpError
 from ..forward import run_node
-from ..ir import Graph, Node, validate
+from ..ir import LINEAR_OPS, Graph, Node, validate
 
 Converter = Callable[["Context", "Call"], Any]
 CONVERTERS: dict[str, Converter] = {}
@@ -176,7 +176,7 @@ class Context:
     qualnames: dict[int, str] = field(default_factory=dict)
     alias_group: dict[int, int] = field(default_factory=dict)
     stale: dict[int, str] = field(default_factory=dict)
-    ids: set[str] = field(default_factory=set)
+    id_info: list[tuple[Node, str, bool, str]] = field(default_factory=list)
     names: set[str] = field(default_factory=set)
     attr_cache: dict[str, Any] = field(default_factory=dict)
     current: torch._C.Node | None = None
@@ -206,22 +206,51 @@ class Context:
     def module_path(self) -> str:
         return ".".join(name for name, _ in module_scope(self.current)) if self.current is not None else ""
 
-    def node_id(self, weight: str | None = None) -> str:
-        """The module path of the current op if it is a leaf module; else the weight's owner or ``path.op``."""
+    def scope_key(self, weight: str | None) -> tuple[str, bool]:
+        """Where the current op belongs: ``(module path, is_leaf)``; a weight's owner stands in for a leaf."""
         path = self.module_path()
         if path in self.leaf_paths:
-            base = path
-        elif weight:
-            base = weight.rsplit(".", 1)[0] if "." in weight else weight
-        else:
-            short = self.current.kind().split("::")[-1].strip("_") if self.current is not None else "op"
-            base = f"{path}.{short}" if path else short
-        node_id, k = base, 1
-        while node_id in self.ids:
-            k += 1
-            node_id = f"{base}:{k}"
-        self.ids.add(node_id)
-        return node_id
+            return path, True
+        if weight:
+            return (weight.rsplit(".", 1)[0] if "." in weight else weight), True
+        return path, False
+
+    def assign_ids(self) -> None:
+        """Node ids from the module hierarchy, given once all nodes exist.
+
+        A leaf module's call (a run of consecutive nodes from the same leaf) gives its path to its main node: the
+        first linear-type node, else the last one; helper nodes in it become ``path.op`` (``conv.pad`` for a
+        reflect-padded conv). Ops in a non-leaf module are ``path.op`` (``layer1.0.add``), at the top level just
+        ``op``. Repeats get ``:2``, ``:3`` ... (a ReLU module called twice).
+        """
+        used: set[str] = set()
+
+        def unique(base: str) -> str:
+            node_id, k = base, 1
+            while node_id in used:
+                k += 1
+                node_id = f"{base}:{k}"
+            used.add(node_id)
+            return node_id
+
+        runs: list[tuple[str, bool, list[tuple[Node, str]]]] = []
+        for ir_node, key, leaf, short in self.id_info:
+            if leaf and runs and runs[-1][1] and runs[-1][0] == key:
+                runs[-1][2].append((ir_node, short))
+            else:
+                runs.append((key, leaf, [(ir_node, short)]))
+        for key, leaf, items in runs:
+            ops = [ir_node.op for ir_node, _ in items]
+            if not leaf:
+                for ir_node, short in items:
+                    ir_node.id = unique(f"{key}.{short}" if key else short)
+            elif len(set(ops)) == 1 and ops[0] not in LINEAR_OPS:
+                for ir_node, _ in items:  # the same activation module called several times in a row
+                    ir_node.id = unique(key)
+            else:
+                main = next((i for i, op in enumerate(ops) if op in LINEAR_OPS), len(items) - 1)
+                for i, (ir_node, short) in enumerate(items):
+                    ir_node.id = unique(key) if i == main else unique(f"{key}.{short}")
 
     def value_name(self, base: str) -> str:
         name, k = base, 1
@@ -257,7 +286,7 @@ class Context:
         name = self.value_name(name)
         tensor_params = {k: _to_param(v) for k, v in (params or {}).items()}
         ir_node = Node(
-            id=self.node_id(weight),
+            id="",
             op=op,
             inputs=[a.name for a in inputs],
             outputs=[name],
@@ -283,6 +312,8 @@ class Context:
             value = self.call.out if value is None else value
             self._check(op, ours, value)
         self.nodes.append(ir_node)
+        short = node.kind().split("::")[-1].strip("_") if node is not None else op
+        self.id_info.append((ir_node, *self.scope_key(weight), short))
         self.shapes[name] = tuple(value.shape)
         self.values[name] = value
         return Act(name, value)
@@ -351,6 +382,10 @@ class Context:
             handler(self, node)
             return
         inputs = [self.read(v) for v in node.inputs()]
+        if kind in ("aten::tensor", "aten::as_tensor") and has_act(inputs):
+            self.fail(
+                "builds a tensor from the values of an activation (value-dependent code is not supported)"
+            )
         if kind in PYTHON_OPS or (kind in SCALAR_OPS and not any(_has_tensor(x) for x in inputs)):
             table = PYTHON_OPS if kind in PYTHON_OPS else SCALAR_OPS
             self._bind_outputs(node, table[kind](*inputs), inputs)
@@ -365,9 +400,9 @@ class Context:
         if fn is None:
             if kind in FUSED_KERNELS:
                 self.fail(
-                    "fused fast-path kernel: lrpaudit cannot see the layers inside it (it appears when a transformer "
-                    "is traced under torch.no_grad() in eval mode); trace it with gradients enabled, script it, or "
-                    "export to ONNX"
+                    "fused fast-path kernel: its layers (attention, layer norm, feed-forward) are hidden inside one "
+                    "op that lrpaudit cannot decompose; torch records it when a transformer is traced under "
+                    "torch.no_grad() in eval mode"
                 )
             self.fail(f"unsupported op {kind!r} on an activation (no IR mapping; refusing to guess)")
         out = self.call_aten(node, schema, real(inputs))
@@ -494,8 +529,6 @@ def _get_attr(ctx: Context, node: torch._C.Node) -> None:
             result = getattr(owner, attr)
         except AttributeError:
             ctx.fail(f"attribute {qualname!r} not found on the module", ModelError)
-        if isinstance(result, torch.Tensor):
-            result = result.detach()
         ctx.attr_cache[qualname] = result
     ctx.bind(node.output(), result)
     ctx.qualnames[node.output().unique()] = qualname
@@ -618,7 +651,12 @@ PRIM_HANDLERS: dict[str, Callable[[Context, torch._C.Node], None]] = {
     "prim::dtype": _tensor_meta(lambda t: t.dtype),
     "prim::is_cuda": _tensor_meta(lambda t: t.is_cuda),
     "prim::layout": _tensor_meta(lambda t: t.layout),
-    "prim::requires_grad": _tensor_meta(lambda t: False),
+    "prim::requires_grad": _tensor_meta(lambda t: t.requires_grad),  # parameters keep theirs: generic paths
+    "prim::is_nested": _tensor_meta(lambda t: t.is_nested),
+    "prim::is_sparse": _tensor_meta(lambda t: t.is_sparse),
+    "prim::is_quantized": _tensor_meta(lambda t: t.is_quantized),
+    "prim::is_meta": _tensor_meta(lambda t: t.is_meta),
+    "prim::is_mkldnn": _tensor_meta(lambda t: t.is_mkldnn),
     "prim::If": _if,
     "prim::Loop": _loop,
     "prim::Print": lambda ctx, node: None,
@@ -658,7 +696,29 @@ def _list_slice(items: list, start: int | None = None, end: int | None = None, s
     return items[start:end:step]
 
 
+# ScalarType codes as TorchScript graphs store them (c10/core/ScalarType.h).
+SCALAR_TYPES = {
+    0: torch.uint8,
+    1: torch.int8,
+    2: torch.int16,
+    3: torch.int32,
+    4: torch.int64,
+    5: torch.float16,
+    6: torch.float32,
+    7: torch.float64,
+    11: torch.bool,
+    15: torch.bfloat16,
+}
+
+
+def _tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> torch.Tensor:
+    dtype = SCALAR_TYPES[dtype] if isinstance(dtype, int) else dtype
+    return torch.tensor(real(data), dtype=dtype)
+
+
 PYTHON_OPS: dict[str, Callable[..., Any]] = {
+    "aten::tensor": _tensor,
+    "aten::as_tensor": _tensor,
     "aten::__getitem__": lambda items, index: items[index],
     "aten::len": _len,
     "aten::append": _append,
@@ -769,6 +829,7 @@ def interpret(
             raise ModelError(f"{path}: forward argument {arg.name!r} ({arg.type}) has no value")
     with torch.no_grad():
         results = ctx.run_block(graph.block())
+    ctx.assign_ids()
     flat: list[Any] = []
 
     def collect(item: Any) -> None:

@@ -66,6 +66,7 @@ def _check_batched(x: Act, dims: int, what: str) -> None:
 
 @converter(
     "aten::_convolution",
+    "aten::_convolution_mode",
     "aten::convolution",
     "aten::conv1d",
     "aten::conv2d",
@@ -335,7 +336,7 @@ def mean(ctx: Context, call: Call) -> Act:
     axes = sorted({_axis(d, rank) for d in dims}) if dims else list(range(rank))
     keepdim = bool(call.arg("keepdim", False))
     if 0 in axes:
-        raise _Refuse("mean over the batch axis mixes samples; not supported")
+        raise _Refuse("mean over axis 0 (the batch axis) mixes samples; not supported")
     if rank > 2 and axes == list(range(2, rank)):
         return ctx.emit("global_avgpool", [x], {"keepdims": keepdim})
     return ctx.emit("mean", [x], {"axes": tuple(axes), "keepdims": keepdim})
@@ -405,7 +406,7 @@ def cat(ctx: Context, call: Call) -> Act:
         raise _Refuse("concatenation of an activation with a constant is not supported")
     axis = _axis(dim, items[0].value.dim())
     if axis == 0:
-        raise _Refuse("concatenation along the batch axis mixes samples; not supported")
+        raise _Refuse("concatenation along axis 0 (the batch axis) mixes samples; not supported")
     if len(items) == 1:
         return ctx.alias(items[0])
     return ctx.emit("concat", list(items), {"axis": axis})
@@ -418,7 +419,7 @@ def stack(ctx: Context, call: Call) -> Act:
         raise _Refuse("stacking an activation with a constant is not supported")
     axis = _axis(dim, items[0].value.dim() + 1)
     if axis == 0:
-        raise _Refuse("stacking along the batch axis mixes samples; not supported")
+        raise _Refuse("stacking along axis 0 (the batch axis) mixes samples; not supported")
     parts = []
     for item in items:
         shape = list(item.value.shape)
@@ -434,7 +435,7 @@ def _positions(ctx: Context, call: Call, x: Act, axis: int, indices: list[int], 
     if indices == list(range(size)):
         return Act(x.name, emit.get("value", call.out))
     if axis == 0:
-        raise _Refuse("slicing along the batch axis is not supported")
+        raise _Refuse("slicing along axis 0 (taken as the batch axis) is not supported")
     return ctx.emit("slice", [x], {"axes": (axis,), "indices": (tuple(indices),)}, **emit)
 
 
@@ -459,7 +460,7 @@ def narrow(ctx: Context, call: Call) -> Act:
 
 def _gather(ctx: Context, x: Act, axis: int, indices: Any, **emit: Any) -> Act:
     if axis == 0:
-        raise _Refuse("indexing along the batch axis is not supported")
+        raise _Refuse("indexing along axis 0 (taken as the batch axis) is not supported")
     size = x.value.shape[axis]
     tensor = torch.as_tensor(indices, dtype=torch.long)
     tensor = torch.where(tensor < 0, tensor + size, tensor)
@@ -548,7 +549,7 @@ def pad(ctx: Context, call: Call) -> Act:
     for i in range(len(amounts) // 2):
         begins[rank - 1 - i], ends[rank - 1 - i] = amounts[2 * i], amounts[2 * i + 1]
     if begins[0] or ends[0]:
-        raise _Refuse("padding along the batch axis is not supported")
+        raise _Refuse("padding along axis 0 (the batch axis) is not supported")
     attrs = {"pads": tuple(begins + ends), "mode": modes[mode], "value": float(value or 0.0)}
     return ctx.emit("pad", [x], attrs)
 
