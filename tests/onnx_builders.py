@@ -24,6 +24,7 @@ def make_model(
     inits: Mapping[str, np.ndarray] | None = None,
     inits_as_inputs: bool = False,
     ir_version: int | None = None,
+    output_types: Mapping[str, int] | None = None,
 ) -> onnx.ModelProto:
     """A float32 model over the given nodes; ``inits_as_inputs`` also lists initializers as graph inputs.
 
@@ -42,7 +43,10 @@ def make_model(
         list(nodes),
         "test",
         value_infos,
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+        [
+            helper.make_tensor_value_info(name, (output_types or {}).get(name, TensorProto.FLOAT), None)
+            for name in outputs
+        ],
         [numpy_helper.from_array(np.asarray(a), name) for name, a in inits.items()],
     )
     opsets = [helper.make_opsetid("", opset)]
