@@ -546,6 +546,7 @@ def test_annotation_anchors_to_config_line_and_workspace(failing, tmp_path):
     conv, gemm = (by_node[layer.node_id] for layer in anchored.layers if layer.op in ("conv", "linear"))
     assert conv.startswith("::error file=configs/lrp.yaml,line=12,col=5,title=")
     assert gemm.startswith("::error file=cnn.onnx,title=")  # relative to the workspace
+    assert conv.endswith(f"; {anchored.model_path})") and gemm.endswith("samples fail)")
 
 
 def test_annotations_for_end_to_end_only_failures_and_pass(end_to_end_only, passing):

@@ -87,8 +87,9 @@ def message(failure: Failure) -> str:
     if row.get("hint"):
         text += f"; {row['hint']}"
     samples = len(result.samples)
-    text += f" ({row.get('failing_samples', '?')} of {samples} samples fail; {result.model_path})"
-    return text
+    text += f" ({row.get('failing_samples', '?')} of {samples} samples fail"
+    # an annotation anchored to a config line does not show which model it is about
+    return text + (f"; {result.model_path})" if _SOURCE.match(row.get("rule_source") or "") else ")")
 
 
 def annotations(results, limit: int = 10, env=None) -> list[str]:

@@ -6,7 +6,8 @@ Contract (schema ``lrpaudit/report.schema.json``, draft 2020-12, shipped in the 
   meaning. Consumers check MAJOR and ignore keys they do not know.
 - Every key is always present; a missing value is ``null``, never an absent key.
 - JSON has no NaN/Infinity: a non-finite number is written as ``null`` and the object that holds it (a layer row, a
-  sample, the fidelity record, a rule check, the worst row) carries ``"non_finite": true`` (``false`` otherwise).
+  sample, the fidelity record, a rule check, the worst row) carries ``"non_finite": true`` (``false`` otherwise);
+  so does a row whose verdict is ``non_finite`` (its NaN may sit in another sample than the worst one shown).
 - Rows are in graph (topological) order; samples in input order; floats at full precision.
 - Aggregated layer rows hold the worst sample's figures (``worst_sample`` names it, ``failing_samples`` counts).
 
