@@ -306,6 +306,90 @@ def test_op_coverage_model(tmp_path, mode):
         assert rel_diff(values[name], ref) <= RTOL_F64
 
 
+class Ops2(nn.Module):
+    """3-D and 1-D convs, grouped dilated ConvTranspose1d + BN, dilated strided conv + BN without affine, replicate
+    padding, ceil-mode max pool, adaptive max pool, BatchNorm1d after a linear on 3-D input (stays ``affine``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c3 = nn.Conv3d(2, 4, (1, 3, 3), padding=(0, 1, 1))
+        self.ct1 = nn.ConvTranspose1d(4, 6, 3, stride=2, groups=2, dilation=2)
+        self.bn1 = nn.BatchNorm1d(6)
+        self.cd = nn.Conv2d(4, 4, 3, dilation=2, stride=2, padding=2, bias=False)
+        self.bn_plain = nn.BatchNorm2d(4, affine=False)
+        self.mp = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+        self.amp = nn.AdaptiveMaxPool2d((1, 3))
+        self.lin3 = nn.Linear(3, 3)
+        self.bnl = nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        y = F.relu(self.c3(x)).squeeze(2)
+        y = self.bn_plain(self.cd(y))
+        y = self.amp(self.mp(F.pad(y, (0, 1, 0, 1), mode="replicate")))
+        z = self.bn1(self.ct1(y.reshape(y.size(0), 4, 3)))
+        w = self.bnl(self.lin3(y.flatten(2)[:, :, :3]))
+        return z.mean(-1), w.softmax(1), F.avg_pool1d(z, 2, 2, 1, False, True)
+
+
+class Positions(nn.Module):
+    """A constant built with slice assignments (in-place writes through views of a constant run in place)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+        self.register_buffer("scale", torch.full((6,), 0.5))
+
+    def forward(self, x):
+        pe = torch.zeros(x.shape[1], 6)
+        pe[:, 0::2] = 1.0
+        pe[1:, 1] += 2.0
+        return self.fc(x + pe) * self.scale
+
+
+class BufferWrite(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.full((4,), 0.5))
+
+    def forward(self, x):
+        s = self.scale
+        s.mul_(2.0)  # a stateful model: every call doubles its buffer
+        return x * s
+
+
+def test_graph_building_never_writes_the_model(tmp_path):
+    path = save_torchscript(BufferWrite().eval(), None, tmp_path / "buffer.pt", "scripted")
+    ts = load(path, {"x": (2, 4)})
+    graph = ts.graph({"x": (2, 4)})
+    assert float(ts.module.scale[0]) == 0.5
+    assert float(graph.nodes[0].params["const"][0]) == 1.0
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("cls", "shape"), [(Ops2, (2, 2, 1, 8, 8)), (Positions, (2, 3, 6))])
+def test_more_ops(tmp_path, mode, cls, shape):
+    torch.manual_seed(0)
+    model = cls().eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    path = save_torchscript(model, torch.randn(shape), tmp_path / "model.pt", mode)
+    ts = load(path, {"x": shape})
+    x = torch.randn((3, *shape[1:]))
+    graph = ts.graph({"x": tuple(x.shape)})
+    if cls is Ops2:
+        assert graph.node("bnl").op == "affine" and graph.node("cd").origin["ops"][-1] == "aten::batch_norm"
+        assert graph.node("ct1").op == "conv_transpose" and graph.node("amp").op == "maxpool"
+    result = check_fidelity(ts, graph, {"x": x.numpy()}, "float32", rtol=RTOL_F32, intermediates=True)
+    assert result.passed and len(result.tensors) == len(graph.nodes)
+    values = run_forward(graph, {"x": x.double()}, dtype=torch.float64)
+    refs = float64_reference(model, x)
+    for name, ref in zip(graph.outputs, refs if isinstance(refs, tuple) else (refs,)):
+        assert rel_diff(values[name], ref) <= RTOL_F64
+
+
 class Branchy(nn.Module):
     """Scripted control flow on shapes: a pool only for large inputs, and a loop."""
 
@@ -492,6 +576,15 @@ def test_value_dependent_code_is_refused(tmp_path):
     path = save_torchscript(ValueDependent().eval(), None, tmp_path / "value.pt", "scripted")
     with pytest.raises(UnsupportedOpError, match="aten::sum"):
         load(path, {"x": (2, 4)}).graph({"x": (2, 4)})
+
+
+def test_training_mode_trace_is_refused(tmp_path):
+    model = build("mlp_bn").train()
+    path = save_torchscript(model, example_input("mlp_bn"), tmp_path / "train.pt", "traced")
+    with pytest.raises(
+        UnsupportedOpError, match=r"aten::batch_norm in module '1' \(BatchNorm1d\): BatchNorm in training"
+    ):
+        load(path).graph({"input": (2, 20)})
 
 
 @pytest.fixture

@@ -11,6 +11,12 @@ neither, it raises an InputError that asks for ``--input-shape``. The batch dime
 The IR is built per input shape by interpreting the module's inlined graph on a seeded random input of that shape
 (``torchscript_interp.py``): traced graphs contain fixed shape arithmetic, scripted ones contain branches on shapes,
 so the graph is specialized on the shapes it was built for. Value-dependent control flow is refused.
+
+The loaded module is put in eval mode (a scripted module saved in training mode would otherwise normalize with
+batch statistics); a traced module's mode is baked into its graph, and training-mode BatchNorm or dropout there is
+refused. The reference for the fidelity check is the ScriptModule itself under ``no_grad`` (plain interpreter, no
+profiling re-specialization); intermediates come from the graph's own aten ops as the interpreter ran them.
+``torch.jit.freeze``-d modules load too, but freezing drops the module hierarchy: their ids are op names.
 """
 
 from __future__ import annotations
@@ -184,7 +190,8 @@ class TorchScriptModel:
             tensors[name] = torch.from_numpy(np.ascontiguousarray(feeds[name])).to(self.dtype)
         graph = self.graph({name: tuple(t.shape) for name, t in tensors.items()})
         try:
-            with torch.no_grad():
+            # The plain interpreter: no profiling runs and re-specialization per new shape, the same kernels.
+            with torch.no_grad(), torch.jit.optimized_execution(False):
                 result = self.module(*[tensors[name] for name in self.input_names])
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

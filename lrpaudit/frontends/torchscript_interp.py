@@ -68,7 +68,7 @@ class Act:
 
 @dataclass(eq=False)
 class Poison:
-    """A value lrpaudit cannot represent (e.g. max-pool indices); reading it is an error."""
+    """A value lrpaudit cannot represent (e.g. max-pool indices); an op or output that uses it is an error."""
 
     message: str
 
@@ -357,10 +357,7 @@ class Context:
             )
         if uid not in self.env:
             self.fail(f"internal: value {value.debugName()!r} is read before it is defined", ModelError)
-        result = self.env[uid]
-        if isinstance(result, Poison):
-            self.fail(result.message)
-        return result
+        return self.env[uid]
 
     def bind(self, value: torch._C.Value, result: Any, group: int | None = None) -> None:
         uid = value.unique()
@@ -382,6 +379,9 @@ class Context:
             handler(self, node)
             return
         inputs = [self.read(v) for v in node.inputs()]
+        poison = _find_poison(inputs)
+        if poison is not None:
+            self.fail(poison.message)
         if kind in ("aten::tensor", "aten::as_tensor") and has_act(inputs):
             self.fail(
                 "builds a tensor from the values of an activation (value-dependent code is not supported)"
@@ -393,7 +393,10 @@ class Context:
         schema = node_schema(node)
         if schema is None:
             self.fail(f"op {kind!r} is not supported (no schema)")
-        if kind in SHAPE_QUERIES or not has_act(inputs):
+        if not has_act(inputs):  # constants only: in-place ops run truly in place on private copies
+            self._bind_outputs(node, self.call_aten(node, schema, inputs, in_place=True), inputs, False)
+            return
+        if kind in SHAPE_QUERIES:
             self._bind_outputs(node, self.call_aten(node, schema, real(inputs)), inputs)
             return
         fn = CONVERTERS.get(kind[:-1] if _inplace(schema) else kind)
@@ -419,7 +422,8 @@ class Context:
             self.fail(str(exc))
         self._bind_outputs(node, result, inputs)
 
-    def _bind_outputs(self, node: torch._C.Node, result: Any, inputs: list[Any]) -> None:
+    def _bind_outputs(self, node: torch._C.Node, result: Any, inputs: list[Any], track: bool = True) -> None:
+        """Bind the node's outputs; views join their base's alias group; in-place writes are tracked if ``track``."""
         outputs = list(node.outputs())
         schema = node_schema(node)
         if len(outputs) == 1:
@@ -443,7 +447,7 @@ class Context:
                 if info is not None:
                     group = next((groups[k] for k in info.before_set if k in groups), None)
             self.bind(value, item, group)
-        if write_target is not None and len(outputs) >= 1:
+        if track and write_target is not None and len(outputs) >= 1:
             self._mutated(write_target, results[0], {v.unique() for v in outputs})
 
     def _mutated(self, target: torch._C.Value, result: Any, exclude: set[int]) -> None:
@@ -456,13 +460,16 @@ class Context:
         self.env[uid] = result
         self.stale.pop(uid, None)
 
-    def call_aten(self, node: torch._C.Node, schema: torch._C.FunctionSchema, inputs: list[Any]) -> Any:
-        """Run the op for real; in-place variants run out of place so no cached tensor is overwritten."""
+    def call_aten(
+        self, node: torch._C.Node, schema: torch._C.FunctionSchema, inputs: list[Any], in_place: bool = False
+    ) -> Any:
+        """Run the op for real; in-place variants run out of place (unless ``in_place``), so no activation is
+        overwritten."""
         name, overload = schema.name, schema.overload_name
         namespace, short = name.split("::")
         if short == "is_grad_enabled":
             return True  # generic code paths, as under autograd; reference runs under no_grad
-        if _inplace(schema) and short.endswith("_") and not short.endswith("__"):
+        if not in_place and _inplace(schema) and short.endswith("_") and not short.endswith("__"):
             short = short[:-1]
         try:
             packet = getattr(getattr(torch.ops, namespace), short)
@@ -491,6 +498,15 @@ def _inplace(schema: torch._C.FunctionSchema) -> bool:
     )
 
 
+def _find_poison(value: Any) -> Poison | None:
+    """A Poison value travels through lists and tuples; any op that reads one fails with its message."""
+    if isinstance(value, Poison):
+        return value
+    if isinstance(value, (list, tuple)):
+        return next((p for p in map(_find_poison, value) if p is not None), None)
+    return None
+
+
 def _has_tensor(value: Any) -> bool:
     if isinstance(value, (torch.Tensor, Act)):
         return True
@@ -511,9 +527,16 @@ def _to_param(value: Any) -> torch.Tensor:
 # ------------------------------------------------------------------ prim ops
 
 
+def _private(value: Any) -> Any:
+    """A copy of a model tensor that in-place ops of the forward code may change without touching the model."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    copy = value.detach().clone()
+    return copy.requires_grad_(True) if value.requires_grad else copy
+
+
 def _constant(ctx: Context, node: torch._C.Node) -> None:
-    value = node.output().toIValue()
-    ctx.bind(node.output(), value)
+    ctx.bind(node.output(), _private(node.output().toIValue()))
 
 
 def _get_attr(ctx: Context, node: torch._C.Node) -> None:
@@ -529,6 +552,7 @@ def _get_attr(ctx: Context, node: torch._C.Node) -> None:
             result = getattr(owner, attr)
         except AttributeError:
             ctx.fail(f"attribute {qualname!r} not found on the module", ModelError)
+        result = _private(result)  # keeps requires_grad: generic (non fast-path) code paths are taken
         ctx.attr_cache[qualname] = result
     ctx.bind(node.output(), result)
     ctx.qualnames[node.output().unique()] = qualname
@@ -845,6 +869,8 @@ def interpret(
     collect(results)
     outputs = []
     for index, item in enumerate(flat):
+        if isinstance(item, Poison):
+            raise UnsupportedOpError(f"{path}: output {index}: {item.message}")
         if not isinstance(item, Act):
             raise ModelError(
                 f"{path}: output {index} ({type(item).__name__}) does not depend on the model input"
