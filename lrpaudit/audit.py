@@ -147,7 +147,7 @@ def fix_hint(row: dict) -> str:
     share = abs(row[category]) / scale * 100 if category else 0.0
     where = f"at {row['id']} under {row['rule']}"
     tol = row["passing_tolerance"]
-    raise_tol = f"or raise the tolerance to {tol:.2g}" if tol is not None else ""
+    raise_tol = f"or raise the tolerance to {round_up(tol)}" if tol is not None else ""
     if row["verdict"] == "unexplained" or category == "residual":
         return (
             f"unexplained residual {share:.3g}% {where}: a rule, graph or numerics fault; run --verify-rules"
@@ -159,6 +159,18 @@ def fix_hint(row: dict) -> str:
     if category == "degenerate":
         return f"degenerate units take {share:.3g}% {where}: units with nothing to carry (dead or one-signed), {raise_tol}"
     return raise_tol
+
+
+def round_up(value: float, digits: int = 2) -> str:
+    """``value`` with ``digits`` significant digits, rounded up so the printed tolerance really passes."""
+    if value <= 0 or not math.isfinite(value):
+        return f"{value:g}"
+    exponent = math.floor(math.log10(value)) - digits + 1
+    step = 10.0**exponent
+    rounded = math.ceil(value / step - 1e-9) * step
+    if rounded < value * (1 - 1e-12):
+        rounded += step
+    return f"{rounded:.{max(0, -exponent)}f}" if -4 <= exponent < 0 else f"{rounded:.{digits - 1}e}"
 
 
 def _combine(verdicts: list[str]) -> str:

@@ -80,7 +80,8 @@ def run_one(model_path: Path, options: dict):
     from .passes import strip_output_softmax
 
     config = load_config(options["config"], options["preset"])
-    model = load_model(model_path)
+    # Formats that declare no input shapes (TorchScript) take them at load time.
+    model = load_model(model_path, _parse_shape(options["input_shape"]))
     shapes = _input_shapes(model, options["input_shape"])
     probe = next(iter(random_batches(model.declared_shapes(), 1, 1, 0, shapes)))
     graph = model.graph({name: a.shape for name, a in probe.arrays.items()})
@@ -193,6 +194,7 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shape, batc
         from .reports.baseline import compare, load_baseline
 
         regressions = compare(report, load_baseline(baseline))
+        report["baseline"] = regressions.as_dict()
     if save_relevance is not None:
         for result in results:
             target_path = save_relevance
