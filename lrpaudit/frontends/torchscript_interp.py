@@ -676,6 +676,7 @@ PRIM_HANDLERS: dict[str, Callable[[Context, torch._C.Node], None]] = {
     "prim::is_cuda": _tensor_meta(lambda t: t.is_cuda),
     "prim::layout": _tensor_meta(lambda t: t.layout),
     "prim::requires_grad": _tensor_meta(lambda t: t.requires_grad),  # parameters keep theirs: generic paths
+    "prim::shape": _tensor_meta(lambda t: list(t.shape)),
     "prim::is_nested": _tensor_meta(lambda t: t.is_nested),
     "prim::is_sparse": _tensor_meta(lambda t: t.is_sparse),
     "prim::is_quantized": _tensor_meta(lambda t: t.is_quantized),
