@@ -319,3 +319,15 @@ def test_degenerate_values_by_hand():
     assert abs(float(res.degenerate[0]) - (-1.0)) <= 1e-15
     assert abs(float(res.r_in.sum()) - 2.0 * z1 / (z1 + 1e-6)) <= 1e-15
     assert abs(float(res.absorbed_stabilizer[0]) - 2.0 * 1e-6 / (z1 + 1e-6)) <= 1e-15
+
+
+def test_rule_defaults_are_the_documented_ones():
+    """DESIGN section 5: epsilon 1e-6, gamma 0.25, alphabeta alpha=2 beta=1, stabilizer 1e-6 for the others
+    (Zennit's defaults), LRP-0 without stabilizer, bias mode absorb."""
+    assert Rule("epsilon").get("epsilon") == 1e-6
+    assert Rule("gamma").get("gamma") == 0.25 and Rule("gamma").get("stabilizer") == 1e-6
+    assert (Rule("alphabeta").get("alpha"), Rule("alphabeta").get("beta")) == (2.0, 1.0)
+    for name in ("alphabeta", "zplus", "wsquare", "flat", "zbox", "norm"):
+        assert Rule(name).get("stabilizer") == 1e-6, name
+    assert Rule("zero").get("stabilizer") == 0.0
+    assert Rule("zero").bias == "absorb"
