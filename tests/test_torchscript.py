@@ -390,6 +390,35 @@ def test_more_ops(tmp_path, mode, cls, shape):
         assert rel_diff(values[name], ref) <= RTOL_F64
 
 
+class MatmulBias(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(4, 3))
+        self.b = nn.Parameter(torch.randn(3))
+        self.proj = nn.Linear(3, 2, bias=False)
+
+    def forward(self, x):
+        return self.proj(torch.relu(x @ self.W + self.b)) + 1.5
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_matmul_plus_constant_is_one_linear_with_bias(tmp_path, mode):
+    model = MatmulBias().eval()
+    path = save_torchscript(model, torch.randn(2, 4), tmp_path / "mm.pt", mode)
+    ts = load(path, {"x": (2, 4)})
+    graph = ts.graph({"x": (3, 4)})
+    assert [(n.id, n.op, sorted(n.params)) for n in graph.nodes] == [
+        ("W", "linear", ["bias", "weight"]),
+        ("relu", "relu", []),
+        ("proj", "linear", ["bias", "weight"]),
+    ]
+    assert graph.node("W").origin["ops"] == ["aten::matmul", "aten::add"]
+    x = torch.randn(3, 4)
+    assert check_fidelity(ts, graph, {"x": x.numpy()}, "float32", rtol=RTOL_F32, intermediates=True).passed
+    out = run_forward(graph, {"x": x.double()}, dtype=torch.float64)[graph.outputs[0]]
+    assert rel_diff(out, float64_reference(model, x)) <= RTOL_F64
+
+
 class Branchy(nn.Module):
     """Scripted control flow on shapes: a pool only for large inputs, and a loop."""
 
