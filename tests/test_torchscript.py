@@ -133,6 +133,16 @@ def test_node_ids_are_module_paths_and_batchnorm_is_folded(saved, name, mode):
     assert len({n.id for n in graph.nodes}) == len(graph.nodes)
 
 
+def test_float64_archive_matches_its_script_module_to_float64_precision(tmp_path):
+    model = build("resnet_like").double()
+    x = example_input("resnet_like", dtype=torch.float64)
+    ts = load(save_torchscript(model, x, tmp_path / "double.pt", "traced"))
+    graph = ts.graph({"x": tuple(x.shape)})
+    assert graph.input_dtypes == {"x": "float64"}
+    result = check_fidelity(ts, graph, {"x": x.numpy()}, "float64", rtol=RTOL_F64, intermediates=True)
+    assert result.passed and len(result.tensors) == len(graph.nodes)
+
+
 RESNET_IDS = [
     "stem.0",
     "stem.2",
