@@ -1,0 +1,263 @@
+"""One config file (a user file or a preset) read, validated and turned into rule and override entries.
+
+A file's ``extends:`` chain is a list of layers, child first; :mod:`lrpaudit.config.settings` merges them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..ops import OPS
+from ..rules.spec import LINEAR_TYPE, POOLS, RULES, Rule
+from .matching import COUNTED_OPS, Matcher
+from .presets import preset_names, preset_path
+from .schema import (
+    SUPPORTED_VERSION,
+    TOP_SETTINGS,
+    ConfigFileError,
+    FileSpec,
+    MatchSpec,
+    describe,
+    error_at,
+    suggest,
+    unknown,
+    validate_file,
+)
+from .yaml_loader import Path_, Positions, YamlError, dotted, load_yaml
+
+KNOWN_OPS = tuple(sorted(set(OPS) | set(LINEAR_TYPE) | set(POOLS)))
+NON_NEGATIVE = ("epsilon", "stabilizer", "gamma", "alpha", "beta")
+ARRAY_PARAMS = ("low", "high")  # zbox bounds: a number or a (nested) list, per input element or channel
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a layer came from: ``file`` is shown in errors, ``label`` in rule sources."""
+
+    file: str
+    label: str
+    real: Path
+    sha256: str
+    preset: str | None = None
+
+
+@dataclass
+class RuleEntry:
+    """A validated ``rules:`` item."""
+
+    origin: Origin
+    path: Path_
+    line: int
+    column: int
+    matcher: Matcher
+    rule: str
+    params: dict[str, Any]
+    bias: str | None
+    match_at: tuple[int, int]  # where the entry's match (or, without one, the entry) starts
+
+    @property
+    def source(self) -> str:
+        return f"{self.origin.label}:{self.line}"
+
+    def build(self, default_bias: str) -> Rule:
+        return Rule(self.rule, bias=self.bias or default_bias, **self.params)
+
+
+@dataclass
+class OverrideEntry:
+    """A validated ``tolerance.overrides`` item."""
+
+    origin: Origin
+    path: Path_
+    line: int
+    matcher: Matcher
+    layer_rtol: float
+
+    @property
+    def source(self) -> str:
+        return f"{self.origin.label}:{self.line}"
+
+
+@dataclass
+class Layer:
+    origin: Origin
+    positions: Positions
+    spec: FileSpec
+    settings: dict[str, tuple[Any, str]] = field(default_factory=dict)  # key -> (value, source)
+    rules: list[RuleEntry] = field(default_factory=list)
+    overrides: list[OverrideEntry] = field(default_factory=list)
+
+    def error(self, path: Path_, message: str, at_key: bool = False) -> ConfigError:
+        return error_at(self.origin.file, self.positions, path, message, at_key)
+
+
+def read_layer(real: Path, display: str, preset: str | None = None) -> Layer:
+    """Read and validate one file. ``display`` is how errors name it (the path as the user wrote it)."""
+    try:
+        raw = real.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{display}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{display}: is a folder, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{display}: cannot read: {exc.strerror or exc}") from None
+    origin = Origin(
+        display, f"preset {preset}" if preset else display, real, hashlib.sha256(raw).hexdigest(), preset
+    )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{display}:1:1: <root>: not UTF-8 text (byte {exc.start})") from None
+    try:
+        data, positions = load_yaml(text)
+    except YamlError as exc:
+        raise ConfigFileError(display, exc.line, exc.column, dotted(exc.path), exc.message) from None
+    spec = validate_file(data, positions, display)
+    layer = Layer(origin, positions, spec)
+    if spec.version != SUPPORTED_VERSION:
+        raise layer.error(
+            ("version",),
+            f"unsupported version {spec.version} (this lrpaudit reads version {SUPPORTED_VERSION})",
+        )
+    for key in TOP_SETTINGS:
+        value = getattr(spec, key)
+        if value is not None:
+            layer.settings[key] = (value, f"{origin.label}:{positions.key((key,))[0]}")
+    tolerance = spec.tolerance
+    if tolerance is not None:
+        for key in ("gate", "layer_rtol", "end_to_end_rtol"):
+            value = getattr(tolerance, key)
+            if value is not None:
+                line = positions.key(("tolerance", key))[0]
+                layer.settings[key] = (float(value) if key != "gate" else value, f"{origin.label}:{line}")
+        for i, item in enumerate(tolerance.overrides or []):
+            path = ("tolerance", "overrides", i)
+            matcher = _matcher(layer, item.match, (*path, "match"), None)
+            line = positions.value(path)[0]
+            layer.overrides.append(OverrideEntry(origin, path, line, matcher, float(item.layer_rtol)))
+    for i, item in enumerate(spec.rules or []):
+        layer.rules.append(_rule_entry(layer, item, ("rules", i)))
+    return layer
+
+
+def resolve_extends(layer: Layer) -> tuple[Path, str, str | None]:
+    """Where ``extends:`` points: (real path, display path, preset name or None)."""
+    target = layer.spec.extends
+    path = ("extends",)
+    if not target:
+        raise layer.error(path, "expected a preset name or a path to a config file")
+    if "/" in target or "\\" in target or target.endswith((".yaml", ".yml")):
+        real = (layer.origin.real.parent / target).resolve()
+        if layer.origin.preset is None:
+            display = os.path.normpath(os.path.join(os.path.dirname(layer.origin.file), target))
+        else:
+            display = str(real)
+        if not real.is_file():
+            raise layer.error(path, f"no such config file: {display} (paths are relative to this file)")
+        return real, display, None
+    names = preset_names()
+    if target not in names:
+        close = suggest(target, names)
+        hint = f"did you mean {close!r}? " if close else ""
+        raise layer.error(path, f"unknown preset {target!r} ({hint}presets: {', '.join(names)})")
+    real = preset_path(target).resolve()
+    return real, str(real), target
+
+
+def _matcher(layer: Layer, spec: MatchSpec | None, path: Path_, rule: str | None) -> Matcher:
+    """Check a match's values (op names, glob, what ``rule`` can apply to) and build the Matcher."""
+    if spec is None:
+        return Matcher()
+    ops = None
+    if spec.op is not None:
+        for k, op in enumerate(spec.op):
+            if op not in KNOWN_OPS:
+                close = suggest(op.lower(), KNOWN_OPS)
+                hint = f" (did you mean {close!r}?)" if close else " (IR op names: see lrpaudit inspect)"
+                raise layer.error((*path, "op", k), f"unknown op {op!r}{hint}")
+            if rule is not None and op not in RULES[rule].ops:
+                raise layer.error(
+                    (*path, "op", k),
+                    f"rule {rule!r} does not apply to op {op!r} (it applies to: {', '.join(RULES[rule].ops)})",
+                )
+        ops = tuple(dict.fromkeys(spec.op))
+    if spec.name is not None and not spec.name:
+        raise layer.error((*path, "name"), "must not be empty (a glob on node ids, e.g. 'features.*')")
+    if rule is not None and not set(COUNTED_OPS) <= set(RULES[rule].ops):
+        for key in ("index", "position"):
+            if getattr(spec, key) is not None:
+                raise layer.error(
+                    (*path, key),
+                    f"rule {rule!r} does not apply to the linear/conv nodes that {key} selects "
+                    f"(it applies to: {', '.join(RULES[rule].ops)})",
+                )
+    return Matcher(ops, spec.name, spec.index, spec.position)
+
+
+def _param(layer: Layer, key: str, value: Any, path: Path_) -> Any:
+    if key in ARRAY_PARAMS and isinstance(value, list):
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise layer.error(path, "expected a number or a rectangular list of numbers") from None
+        if array.size == 0:
+            raise layer.error(path, "must not be empty")
+        if not np.all(np.isfinite(array)):
+            raise layer.error(path, "must contain only finite numbers")
+        return array
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        kind = "a number or a list of numbers" if key in ARRAY_PARAMS else "a number"
+        raise layer.error(path, f"expected {kind}, got {describe(value)}")
+    if not math.isfinite(value):
+        raise layer.error(path, f"must be a finite number, got {value}")
+    if key in NON_NEGATIVE and value < 0:
+        raise layer.error(path, f"must be >= 0, got {value}")
+    return float(value)
+
+
+def _rule_entry(layer: Layer, item, path: Path_) -> RuleEntry:
+    rule = item.rule
+    if rule not in RULES:
+        close = suggest(rule, RULES)
+        hint = f" (did you mean {close!r}?)" if close else f" (rules: {', '.join(RULES)})"
+        raise layer.error((*path, "rule"), f"unknown rule {rule!r}{hint}")
+    takes = RULES[rule].params
+    params: dict[str, Any] = {}
+    for key, value in (item.model_extra or {}).items():
+        if key not in takes:
+            allowed = ["match", "rule", "bias", *takes]
+            message = unknown(key, allowed)
+            if suggest(key, allowed) is None and any(key in spec.params for spec in RULES.values()):
+                message = f"unknown key (rule {rule!r} takes: {', '.join(takes) or 'no parameters'})"
+            raise layer.error((*path, key), message, at_key=True)
+        params[key] = _param(layer, key, value, (*path, key))
+    if rule == "alphabeta":
+        alpha, beta = params.get("alpha", takes["alpha"]), params.get("beta", takes["beta"])
+        if abs(alpha - beta - 1.0) > 1e-12:
+            where = "alpha" if "alpha" in params else "beta"
+            raise layer.error((*path, where), f"alpha - beta must be 1, got alpha={alpha:g}, beta={beta:g}")
+    if rule == "zbox":
+        low, high = params.get("low", takes["low"]), params.get("high", takes["high"])
+        try:
+            ordered = bool(np.all(np.asarray(low) < np.asarray(high)))
+        except ValueError:
+            raise layer.error((*path, "high"), "low and high have shapes that do not broadcast") from None
+        if not ordered:
+            raise layer.error((*path, "high" if "high" in params else "low"), "zbox needs low < high")
+    matcher = _matcher(layer, item.match, (*path, "match"), rule)
+    line, column = layer.positions.value(path)
+    match_at = layer.positions.value((*path, "match"))
+    entry = RuleEntry(layer.origin, path, line, column, matcher, rule, params, item.bias, match_at)
+    try:
+        entry.build("absorb")
+    except ConfigError as exc:  # the registry's own checks, as a safety net
+        raise layer.error(path, str(exc)) from None
+    return entry
