@@ -91,5 +91,8 @@ def inspect(model_path: Path, random_n: int, seed: int, input_shape: str | None,
     _err(f"lrpaudit: {model_path}: {len(graph.nodes)} IR nodes; forward fidelity {'ok' if fidelity.passed else 'FAILED'}")
 
 
+# Command modules register themselves on `main` when imported.
+from . import cli_config  # noqa: E402, F401
+
 if __name__ == "__main__":  # pragma: no cover
     main()
