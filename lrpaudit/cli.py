@@ -41,7 +41,9 @@ def guarded(fn):
         except Exception as exc:  # a bug: short message, traceback to a file
             log = Path(tempfile.gettempdir()) / "lrpaudit-traceback.txt"
             log.write_text(traceback.format_exc())
-            _err(f"lrpaudit: internal error: {type(exc).__name__}: {exc} (traceback in {log}; please report it)")
+            _err(
+                f"lrpaudit: internal error: {type(exc).__name__}: {exc} (traceback in {log}; please report it)"
+            )
             sys.exit(EXIT_INTERNAL)
 
     return wrapper
@@ -69,10 +71,19 @@ def main() -> None:
 
 @main.command()
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--random", "random_n", type=click.IntRange(min=1), default=1, show_default=True, help="Random samples for the fidelity check.")
+@click.option(
+    "--random",
+    "random_n",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Random samples for the fidelity check.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random.")
 @click.option("--input-shape", default=None, help="Concrete input shape for dynamic dims, e.g. 1,3,32,32.")
-@click.option("--final-only", is_flag=True, help="Compare only final outputs with the runtime (default: every tensor).")
+@click.option(
+    "--final-only", is_flag=True, help="Compare only final outputs with the runtime (default: every tensor)."
+)
 @guarded
 def inspect(model_path: Path, random_n: int, seed: int, input_shape: str | None, final_only: bool) -> None:
     """Print the canonical IR of MODEL and prove its forward pass against the model's runtime."""
@@ -88,11 +99,13 @@ def inspect(model_path: Path, random_n: int, seed: int, input_shape: str | None,
     model, graph, fidelity = inspect_model(model_path, random_n, seed, not final_only, shapes)
     render_ir(graph)
     render_fidelity(fidelity)
-    _err(f"lrpaudit: {model_path}: {len(graph.nodes)} IR nodes; forward fidelity {'ok' if fidelity.passed else 'FAILED'}")
+    _err(
+        f"lrpaudit: {model_path}: {len(graph.nodes)} IR nodes; forward fidelity {'ok' if fidelity.passed else 'FAILED'}"
+    )
 
 
 # Command modules register themselves on `main` when imported.
-from . import cli_config  # noqa: E402, F401
+from . import cli_check, cli_config  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -79,7 +79,9 @@ def check_fidelity(
     """
     rtol = DEFAULT_RTOL[dtype] if rtol is None else rtol
     torch_dtype = torch.float32 if dtype == "float32" else torch.float64
-    values = run_forward(graph, {k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()}, dtype=torch_dtype)
+    values = run_forward(
+        graph, {k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()}, dtype=torch_dtype
+    )
     output_names = graph.source.get("output_names", graph.outputs)
     tensor_names: list[tuple[str, str, str]] = []  # (ir value, source name, node id)
     if intermediates:
@@ -93,7 +95,11 @@ def check_fidelity(
         if (ir_name, source_name, node_id) not in tensor_names:
             tensor_names.append((ir_name, source_name, node_id))
     reference = model.reference_outputs(feeds, [s for _, s, _ in tensor_names] if intermediates else None)
-    diffs = [compare(src, node_id, values[ir], reference[src]) for ir, src, node_id in tensor_names if src in reference]
+    diffs = [
+        compare(src, node_id, values[ir], reference[src])
+        for ir, src, node_id in tensor_names
+        if src in reference
+    ]
     final = [d for d in diffs if d.name in output_names]
     max_abs = max((d.max_abs_diff for d in final), default=0.0)
     max_rel = max((d.rel_diff for d in final), default=0.0)

@@ -35,7 +35,9 @@ def concrete_shape(declared: list[int | str | None], batch: int, name: str, over
         elif axis == 0:
             shape.append(batch)
         else:
-            raise InputError(f"input {name!r} has a dynamic dimension {axis} ({dim or '?'}); give --input-shape")
+            raise InputError(
+                f"input {name!r} has a dynamic dimension {axis} ({dim or '?'}); give --input-shape"
+            )
     return tuple(shape)
 
 
@@ -69,13 +71,17 @@ def _check_array(name: str, array: np.ndarray, declared: list[int | str | None],
         raise InputError(f"{source}: input {name!r} expects shape {want}, got {list(array.shape)}")
     for axis, (want, have) in enumerate(zip(declared, array.shape)):
         if axis > 0 and isinstance(want, int) and want != have:
-            raise InputError(f"{source}: input {name!r} expects size {want} on axis {axis}, got shape {list(array.shape)}")
+            raise InputError(
+                f"{source}: input {name!r} expects size {want} on axis {axis}, got shape {list(array.shape)}"
+            )
     if not np.isfinite(array).all():
         raise InputError(f"{source}: input {name!r} contains NaN or Inf values")
     return array.astype(np.float32) if array.dtype != np.float64 else array
 
 
-def load_arrays(path: str | Path, declared: dict[str, list[int | str | None]]) -> Iterator[tuple[dict[str, np.ndarray], str]]:
+def load_arrays(
+    path: str | Path, declared: dict[str, list[int | str | None]]
+) -> Iterator[tuple[dict[str, np.ndarray], str]]:
     """Read one .npy/.npz file (or every such file in a folder, one at a time) into per-file input dicts."""
     path = Path(path)
     if not path.exists():
@@ -92,10 +98,14 @@ def load_arrays(path: str | Path, declared: dict[str, list[int | str | None]]) -
             missing = [name for name in declared if name not in data.files]
             if missing:
                 raise InputError(f"{file}: missing arrays for graph inputs {missing} (has {data.files})")
-            arrays = {name: _check_array(name, data[name], dims, str(file)) for name, dims in declared.items()}
+            arrays = {
+                name: _check_array(name, data[name], dims, str(file)) for name, dims in declared.items()
+            }
         else:
             if len(declared) != 1:
-                raise InputError(f"{file}: the model has inputs {list(declared)}; give a .npz with one array each")
+                raise InputError(
+                    f"{file}: the model has inputs {list(declared)}; give a .npz with one array each"
+                )
             name, dims = next(iter(declared.items()))
             arrays = {name: _check_array(name, data, dims, str(file))}
         sizes = {a.shape[0] for a in arrays.values()}
@@ -104,7 +114,9 @@ def load_arrays(path: str | Path, declared: dict[str, list[int | str | None]]) -
         yield arrays, str(file)
 
 
-def file_batches(path: str | Path, declared: dict[str, list[int | str | None]], batch_size: int) -> Iterator[Batch]:
+def file_batches(
+    path: str | Path, declared: dict[str, list[int | str | None]], batch_size: int
+) -> Iterator[Batch]:
     """Samples from files, re-batched to ``batch_size``; memory holds one file plus one batch."""
     index = 0
     for arrays, source in load_arrays(path, declared):

@@ -68,9 +68,13 @@ class OnnxModel:
                 )
             for want, have in zip(declared, got):
                 if isinstance(want, int) and want != have:
-                    raise InputError(f"{self.path}: input {name!r} expects shape {_fmt(declared)}, got {list(got)}")
+                    raise InputError(
+                        f"{self.path}: input {name!r} expects shape {_fmt(declared)}, got {list(got)}"
+                    )
 
-    def reference_outputs(self, feeds: dict[str, np.ndarray], names: list[str] | None = None) -> dict[str, np.ndarray]:
+    def reference_outputs(
+        self, feeds: dict[str, np.ndarray], names: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Run onnxruntime with graph optimizations disabled; ``names`` promotes intermediates to outputs."""
         import onnxruntime as ort
 
@@ -80,7 +84,9 @@ class OnnxModel:
         proto = self.proto
         if names:
             proto = _with_outputs(self.proto, names)
-            session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(
+                proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
         else:
             if self._session is None:
                 self._session = ort.InferenceSession(

@@ -33,7 +33,9 @@ def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several unrelated types on garbage
-        raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)})") from exc
+        raise ModelError(
+            f"{path}: not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)})"
+        ) from exc
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{path}: not an ONNX model (no graph found in the protobuf)")
     folder = path.parent.resolve()

@@ -39,7 +39,9 @@ def fuse_linear_bias(graph: Graph) -> Graph:
         if successor is None or successor.op != "add_const":
             continue
         weight = node.params["weight"]
-        out_channels = weight.shape[0] if node.op != "conv_transpose" else weight.shape[1] * node.attrs["groups"]
+        out_channels = (
+            weight.shape[0] if node.op != "conv_transpose" else weight.shape[1] * node.attrs["groups"]
+        )
         rank = len(graph.shapes[node.output])
         bias = _channel_bias(node, successor.params["const"], out_channels, rank)
         if bias is None:
@@ -119,6 +121,8 @@ def mark_gates(graph: Graph) -> Graph:
     for node in graph.nodes:
         if node.op != "mul":
             continue
-        gated = [i for i, name in enumerate(node.inputs) if name in producers and producers[name].op in GATE_OPS]
+        gated = [
+            i for i, name in enumerate(node.inputs) if name in producers and producers[name].op in GATE_OPS
+        ]
         node.attrs["gate"] = gated[0] if len(gated) == 1 else None
     return graph

@@ -18,5 +18,7 @@ def strip_output_softmax(graph: Graph) -> Graph:
             continue
         graph.outputs[index] = node.inputs[0]
         graph.nodes.remove(node)
-        graph.notes.append(f"stripped trailing {node.op} {node.id!r}: explaining the logits {node.inputs[0]!r}")
+        graph.notes.append(
+            f"stripped trailing {node.op} {node.id!r}: explaining the logits {node.inputs[0]!r}"
+        )
     return graph
