@@ -413,6 +413,7 @@ POOL_CASES = [
     _pool_case("avgpool2d_ceil_excl", (2, 6, 5), (3, 2), (2, 2), (1, 0, 1, 0), ceil=True),
     _pool_case("avgpool2d_asym_incl", (1, 5, 4), (2, 3), (2, 1), (0, 1, 1, 1), include_pad=True),
     _pool_case("avgpool2d_asym_excl", (1, 5, 4), (2, 3), (2, 1), (0, 1, 1, 1), include_pad=False),
+    _pool_case("avgpool2d_asym_ceil_excl", (2, 7, 6), (3, 2), (2, 2), (0, 1, 1, 0), ceil=True),
     _pool_case("avgpool1d_pad_incl", (2, 7), (3,), (2,), (1, 1), include_pad=True),
     _global_pool_case("global_avgpool", (3, 2, 3)),
     _global_pool_case("mean_hw", (3, 2, 3), op="mean", axes=(2, 3)),
