@@ -139,7 +139,9 @@ def run_one(model_path: Path, options: dict):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--input-shape", help="Shape for dynamic dims / TorchScript inputs, e.g. 1,3,32,32.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--dtype", type=click.Choice(["float64", "float32"]), help="Propagation dtype (default: config, float64).")
+@click.option(
+    "--dtype", type=click.Choice(["float64", "float32"]), help="Propagation dtype (default: config, float64)."
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--target", help="'pred' (predicted class) or a class index.")
 @click.option("--gate", type=click.Choice(["strict", "explained"]), help="Override the config's gate.")
@@ -148,16 +150,45 @@ def run_one(model_path: Path, options: dict):
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown summary here.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--save-relevance", type=click.Path(path_type=Path), help="Save input relevance maps (.npz).")
-@click.option("--baseline", type=click.Path(path_type=Path), help="Fail only on regressions against this report.")
-@click.option("--verify-rules", is_flag=True, help="Recompute every rule with dense matrices and report deviations.")
-@click.option("--exit-zero", is_flag=True, help="Exit 0 even when conservation fails (errors still exit 2/3).")
+@click.option(
+    "--baseline", type=click.Path(path_type=Path), help="Fail only on regressions against this report."
+)
+@click.option(
+    "--verify-rules", is_flag=True, help="Recompute every rule with dense matrices and report deviations."
+)
+@click.option(
+    "--exit-zero", is_flag=True, help="Exit 0 even when conservation fails (errors still exit 2/3)."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Wide table with every accounting column.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the one-line verdict on stderr.")
 @guarded
-def check(models, config_path, preset, inputs, random_n, seed, input_shape, batch_size, dtype, device, target, gate,
-          json_report, junit_xml, markdown, fmt, save_relevance, baseline, verify_rules, exit_zero, verbose, quiet):
+def check(
+    models,
+    config_path,
+    preset,
+    inputs,
+    random_n,
+    seed,
+    input_shape,
+    batch_size,
+    dtype,
+    device,
+    target,
+    gate,
+    json_report,
+    junit_xml,
+    markdown,
+    fmt,
+    save_relevance,
+    baseline,
+    verify_rules,
+    exit_zero,
+    verbose,
+    quiet,
+):
     """Audit LRP conservation of each MODEL; exit 0 pass, 1 fail, 2 bad input, 3 internal error."""
-    from .reports import github, json_report as json_reports
+    from .reports import github
+    from .reports import json_report as json_reports
     from .reports.junit import write_junit
     from .reports.markdown import build_markdown, write_markdown
     from .reports.table import render_checks, render_layers, render_samples, summary_line
@@ -199,7 +230,9 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shape, batc
         for result in results:
             target_path = save_relevance
             if len(results) > 1:
-                target_path = save_relevance.with_name(f"{save_relevance.stem}.{Path(result.model_path).stem}.npz")
+                target_path = save_relevance.with_name(
+                    f"{save_relevance.stem}.{Path(result.model_path).stem}.npz"
+                )
             _save_relevance(target_path, result.relevance)
     if json_report:
         json_reports.write_json(report, json_report)
@@ -215,7 +248,7 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shape, batc
     if fmt == "json":
         click.echo(json_reports.to_json_text(report))
     elif not quiet:
-        console = Console(width=None if sys.stdout.isatty() else (160 if verbose else 100))
+        console = Console(width=None if sys.stdout.isatty() else (230 if verbose else 100))
         for result in results:
             render_layers(result, console, verbose=verbose)
             if verbose:

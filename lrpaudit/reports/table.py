@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from ..audit import CATEGORY_WORDS
 
 VERDICT_STYLE = {"pass": "green", "fail": "red", "unexplained": "bold magenta", "non_finite": "bold red"}
-COMPACT_RULE_WIDTH = 22
+COMPACT_RULE_WIDTH = 15
+SHORT_WORDS = {
+    "absorbed_bias": "bias",
+    "absorbed_stabilizer": "stab",
+    "degenerate": "degen",
+    "residual": "resid",
+}
 
 
 def _num(value) -> str:
@@ -20,12 +30,22 @@ def _num(value) -> str:
     return "0" if value == 0 else f"{value:.3g}"
 
 
+def short_rule(row: dict) -> str:
+    """``epsilon(1e-06)``, ``alphabeta(2, 1) ign``: the rule with its values, and a non-default bias mode."""
+    text = re.sub(r"\b\w+=", "", row["rule"])
+    if row.get("bias_mode") not in (None, "-", "absorb"):
+        text += {"ignore": " ign", "distribute": " dist"}.get(row["bias_mode"], f" {row['bias_mode']}")
+    return text
+
+
 def _category(row: dict) -> str:
     category = row.get("largest_category")
-    if not category:
+    if not category or (
+        row["verdict"] == "pass" and abs(row.get("leak", 0.0)) <= 1e-12 * (row.get("scale") or 1)
+    ):
         return "-"
     share = abs(row[category]) / row["scale"] * 100 if row.get("scale") else 0.0
-    return f"{CATEGORY_WORDS[category]} {share:.2g}%"
+    return f"{SHORT_WORDS[category]} {share:.2g}%"
 
 
 def ordered_rows(rows: list[dict]) -> list[dict]:
@@ -35,33 +55,62 @@ def ordered_rows(rows: list[dict]) -> list[dict]:
     return failing + [r for r in rows if r["verdict"] == "pass"]
 
 
-def render_layers(result, console: Console, verbose: bool = False, all_rows: bool = True) -> None:
+def _exact_passthrough(row: dict) -> bool:
+    """Rows of ops that only pass or route relevance and lost nothing beyond rounding."""
+    return (
+        row["rule"] in ("pass", "route", "gate", "winner_take_all")
+        and row["verdict"] == "pass"
+        and (abs(row["leak"]) <= 1e-12 * (row.get("scale") or 1.0))
+    )
+
+
+def render_layers(result, console: Console, verbose: bool = False) -> None:
     """The per-layer conservation table of one audit."""
     rows = ordered_rows(result.layer_rows())
-    title = f"{result.model_path}  [{result.config.get('name', 'rules')}]  {result.dtype}, gate {result.tolerance.gate}"
-    table = Table(title=title, title_justify="left", pad_edge=False, show_edge=False)
-    table.add_column("layer", overflow="fold", max_width=28 if not verbose else 40)
-    table.add_column("op", max_width=14)
-    table.add_column("rule", overflow="ellipsis", max_width=COMPACT_RULE_WIDTH if not verbose else 36)
+    title = escape(
+        f"{result.model_path}  [{result.config.get('name', 'rules')}]  {result.dtype}, gate {result.tolerance.gate}"
+    )
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("layer", overflow="fold", min_width=30, max_width=30 if not verbose else 48)
+    table.add_column("op", width=7 if not verbose else 14, overflow="ellipsis", no_wrap=True)
+    table.add_column("rule", overflow="fold", max_width=COMPACT_RULE_WIDTH if not verbose else 36)
     if verbose:
         table.add_column("bias")
-        for header in ("r_received", "r_passed", "leak", "bias share", "stab share", "degenerate", "residual"):
+        for header in (
+            "r_received",
+            "r_passed",
+            "leak",
+            "bias share",
+            "stab share",
+            "degenerate",
+            "residual",
+        ):
             table.add_column(header, justify="right")
     table.add_column("rel_error", justify="right")
     if verbose:
         table.add_column("rel_resid", justify="right")
         table.add_column("tol", justify="right")
-    table.add_column("largest", max_width=22)
-    table.add_column("verdict")
+    table.add_column("largest", max_width=16, overflow="ellipsis", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    hidden = 0
     for row in rows:
-        if not all_rows and row["verdict"] == "pass" and row["op"] not in ("linear", "conv", "conv_transpose", "affine"):
+        if not verbose and _exact_passthrough(row):
+            hidden += 1
             continue
-        cells = [row["id"], row["op"], row["rule"]]
+        cells = [escape(row["id"]), row["op"], escape(short_rule(row) if not verbose else row["rule"])]
         if verbose:
             cells.append(row["bias_mode"])
             cells += [
                 _num(row[k])
-                for k in ("r_received", "r_passed", "leak", "absorbed_bias", "absorbed_stabilizer", "degenerate", "residual")
+                for k in (
+                    "r_received",
+                    "r_passed",
+                    "leak",
+                    "absorbed_bias",
+                    "absorbed_stabilizer",
+                    "degenerate",
+                    "residual",
+                )
             ]
         cells.append(_num(row["rel_error"]))
         if verbose:
@@ -70,9 +119,11 @@ def render_layers(result, console: Console, verbose: bool = False, all_rows: boo
         cells.append(Text(row["verdict"].upper(), style=VERDICT_STYLE[row["verdict"]]))
         table.add_row(*cells, style="red" if row["verdict"] != "pass" else None)
     console.print(table)
+    if hidden:
+        console.print(f"  ({hidden} pass/route layers conserve exactly; -v shows them)", highlight=False)
     hints = [r for r in rows if r["verdict"] != "pass" and r.get("hint")]
     for row in hints[:10]:
-        console.print(f"  hint: {row['hint']}", highlight=False)
+        console.print(f"  hint: {escape(row['hint'])}", highlight=False)
     if len(hints) > 10:
         console.print(f"  ... and {len(hints) - 10} more failing layers (see -v or the JSON report)")
 
@@ -81,7 +132,17 @@ def render_samples(result, console: Console) -> None:
     """End-to-end figures per sample (worst first, at most 10)."""
     samples = sorted(result.samples, key=lambda s: -s.rel_error)[:10]
     table = Table(title="end to end (worst samples)", title_justify="left", pad_edge=False, show_edge=False)
-    for header in ("sample", "target", "r_output", "r_input", "rel_error", "bias", "stabilizer", "degenerate", "verdict"):
+    for header in (
+        "sample",
+        "target",
+        "r_output",
+        "r_input",
+        "rel_error",
+        "bias",
+        "stabilizer",
+        "degenerate",
+        "verdict",
+    ):
         table.add_column(header, justify="right" if header not in ("sample", "verdict") else "left")
     for s in samples:
         table.add_row(
@@ -102,7 +163,9 @@ def render_checks(result, console: Console) -> None:
     """--verify-rules: the dense re-evaluation of each linear-type node's rule."""
     if not result.rule_checks:
         return
-    table = Table(title="rule self-verification (dense formula vs engine)", title_justify="left", show_edge=False)
+    table = Table(
+        title="rule self-verification (dense formula vs engine)", title_justify="left", show_edge=False
+    )
     for header in ("layer", "rule", "units checked", "max abs dev", "rel dev"):
         table.add_column(header)
     for check in result.rule_checks:
