@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import tempfile
 import traceback
@@ -15,6 +16,7 @@ from . import __version__
 from .errors import LrpauditError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose pipe closed
 
 
 def _err(message: str) -> None:
@@ -33,6 +35,11 @@ def guarded(fn):
         except LrpauditError as exc:
             _err(f"lrpaudit: error: {exc}")
             sys.exit(exc.exit_code)
+        except BrokenPipeError:
+            # The reader went away (`lrpaudit rules | head`): stop quietly, like other Unix tools.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(EXIT_BROKEN_PIPE)
         except KeyboardInterrupt:
             _err("lrpaudit: interrupted")
             sys.exit(EXIT_INTERRUPTED)
@@ -102,6 +109,22 @@ def inspect(model_path: Path, random_n: int, seed: int, input_shape: str | None,
     _err(
         f"lrpaudit: {model_path}: {len(graph.nodes)} IR nodes; forward fidelity {'ok' if fidelity.passed else 'FAILED'}"
     )
+
+
+@main.command("rules")
+@guarded
+def rules_command() -> None:
+    """List every rule: the ops it applies to, its parameters, its formula and what it conserves."""
+    from .rules.spec import BIAS_MODES, RULES
+
+    for spec in RULES.values():
+        params = ", ".join(f"{k}={v}" for k, v in spec.params.items()) or "none"
+        click.echo(f"{spec.name}")
+        click.echo(f"  ops:        {', '.join(spec.ops)}")
+        click.echo(f"  params:     {params}")
+        click.echo(f"  bias modes: {', '.join(BIAS_MODES) if spec.has_bias else '- (no bias term)'}")
+        click.echo(f"  formula:    {spec.formula}")
+        click.echo(f"  conserves:  {spec.conserves}")
 
 
 # Command modules register themselves on `main` when imported.

@@ -111,18 +111,26 @@ def fuse_gelu(graph: Graph) -> Graph:
     return graph
 
 
+def _gate_source(name: str, producers: dict[str, Node]) -> Node | None:
+    """The node that produced ``name``, looking through reshapes/permutes (``sigmoid(..).view(b, c, 1, 1)``)."""
+    node = producers.get(name)
+    while node is not None and node.op in ("reshape", "permute"):
+        node = producers.get(node.inputs[0])
+    return node
+
+
 def mark_gates(graph: Graph) -> Graph:
     """For each ``mul`` of two activations, record which input is the gate (``attrs['gate']``: 0, 1 or None).
 
-    The gate is the input produced by a bounded activation (sigmoid, hardsigmoid, ...) when exactly one input is.
+    The gate is the input produced by a bounded activation (sigmoid, hardsigmoid, ...), possibly reshaped, when
+    exactly one input is.
     """
     graph = clone(graph)
     producers = graph.producers()
     for node in graph.nodes:
         if node.op != "mul":
             continue
-        gated = [
-            i for i, name in enumerate(node.inputs) if name in producers and producers[name].op in GATE_OPS
-        ]
+        sources = [_gate_source(name, producers) for name in node.inputs]
+        gated = [i for i, source in enumerate(sources) if source is not None and source.op in GATE_OPS]
         node.attrs["gate"] = gated[0] if len(gated) == 1 else None
     return graph
