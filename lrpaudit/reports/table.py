@@ -71,7 +71,7 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
         f"{result.model_path}  [{result.config.get('name', 'rules')}]  {result.dtype}, gate {result.tolerance.gate}"
     )
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    table.add_column("layer", overflow="fold", min_width=28, max_width=28 if not verbose else 48)
+    table.add_column("layer", overflow="fold", min_width=30, max_width=30 if not verbose else 48)
     table.add_column("op", width=7 if not verbose else 14, overflow="ellipsis", no_wrap=True)
     table.add_column("rule", overflow="fold", max_width=COMPACT_RULE_WIDTH if not verbose else 36)
     if verbose:
@@ -90,7 +90,7 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
     if verbose:
         table.add_column("rel_resid", justify="right")
         table.add_column("tol", justify="right")
-    table.add_column("largest", max_width=15, overflow="ellipsis", no_wrap=True)
+    table.add_column("largest", max_width=14, overflow="ellipsis", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     hidden = 0
     for row in rows:
