@@ -174,3 +174,14 @@ def test_fidelity_failure_names_the_first_diverging_node(resnet_file):
         graph.node(target.id).params["weight"], model.graph({"x": x.shape}).node(target.id).params["weight"]
     )
     assert check_fidelity(model, graph, {"x": x}, intermediates=True).passed
+
+
+def test_old_style_file_with_initializers_as_inputs(tmp_path):
+    inits = {"W": np.ones((4, 3), np.float32), "b": np.zeros(4, np.float32)}
+    nodes = [node("Gemm", ["x", "W", "b"], ["h"], transB=1), node("Relu", ["h"], ["y"])]
+    path = save(
+        make_model(nodes, {"x": (1, 3)}, ["y"], 9, inits, inits_as_inputs=True, ir_version=3), tmp_path
+    )
+    result = invoke(path)
+    assert result.exit_code == 0, result.output
+    assert "PASSED" in result.output and "[1, 3]" in result.output

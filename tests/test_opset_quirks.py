@@ -615,3 +615,87 @@ def test_split_into_slices(tmp_path, opset, sizes):
     model = make_model(nodes, {"x": (2, 4, 6)}, ["y1", "b", "y2"], opset, inits)
     graph = check_against_ort(tmp_path, model, {"x": rand(2, 4, 6)})
     assert ops_of(graph).count("slice") == 3
+
+
+OTHER_RANKS = {
+    "maxpool1d_asym_ceil": (
+        [node("MaxPool", ["x"], ["y"], kernel_shape=[3], strides=[2], pads=[0, 2], ceil_mode=1)],
+        (2, 3, 9),
+        {},
+    ),
+    "maxpool2d_dilated_asym_ceil": (
+        [
+            node(
+                "MaxPool",
+                ["x"],
+                ["y"],
+                kernel_shape=[3, 2],
+                strides=[2, 2],
+                dilations=[2, 1],
+                pads=[0, 1, 1, 0],
+                ceil_mode=1,
+            )
+        ],
+        (2, 3, 9, 7),
+        {},
+    ),
+    "maxpool3d_asym": (
+        [node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2, 2], strides=[2, 2, 2], pads=[0, 1, 0, 1, 0, 1])],
+        (2, 3, 5, 4, 5),
+        {},
+    ),
+    "avgpool1d_asym_include_pad": (
+        [node("AveragePool", ["x"], ["y"], kernel_shape=[3], strides=[2], pads=[0, 2], count_include_pad=1)],
+        (2, 3, 9),
+        {},
+    ),
+    "avgpool1d_ceil": (
+        [node("AveragePool", ["x"], ["y"], kernel_shape=[3], strides=[2], pads=[1, 0], ceil_mode=1)],
+        (2, 3, 8),
+        {},
+    ),
+    "avgpool3d_asym": (
+        [
+            node(
+                "AveragePool",
+                ["x"],
+                ["y"],
+                kernel_shape=[2, 2, 2],
+                strides=[2, 2, 2],
+                pads=[0, 1, 0, 1, 0, 1],
+            )
+        ],
+        (2, 3, 5, 4, 5),
+        {},
+    ),
+    "conv1d_asym": (
+        [node("Conv", ["x", "W"], ["y"], pads=[0, 2], strides=[2])],
+        (2, 3, 9),
+        {"W": rand(4, 3, 3)},
+    ),
+    "conv3d_asym": (
+        [node("Conv", ["x", "W"], ["y"], pads=[0, 1, 0, 1, 0, 1])],
+        (2, 3, 4, 4, 4),
+        {"W": rand(4, 3, 2, 2, 2)},
+    ),
+    "conv_transpose1d": (
+        [node("ConvTranspose", ["x", "W"], ["y"], strides=[2], pads=[0, 1], output_padding=[1])],
+        (2, 3, 5),
+        {"W": rand(3, 4, 3)},
+    ),
+    "conv_transpose3d": (
+        [node("ConvTranspose", ["x", "W"], ["y"], strides=[2, 2, 2], pads=[1, 1, 1, 1, 1, 1])],
+        (2, 3, 3, 3, 3),
+        {"W": rand(3, 2, 3, 3, 3)},
+    ),
+    "global_maxpool": ([node("GlobalMaxPool", ["x"], ["y"])], (2, 3, 4, 5), {}),
+    "output_is_identity_of_input": ([node("Relu", ["x"], ["r"]), node("Identity", ["x"], ["y"])], (2, 5), {}),
+}
+
+
+@pytest.mark.parametrize("case", list(OTHER_RANKS))
+def test_other_ranks_and_ops(tmp_path, case):
+    nodes, shape, inits = OTHER_RANKS[case]
+    check_against_ort(
+        tmp_path, make_model(nodes, {"x": shape}, ["y"], 12, inits), {"x": rand(*shape, seed=3)}
+    )
