@@ -17,8 +17,6 @@ from lrpaudit.rules.spec import LINEAR_TYPE, POOLS, Rule
 
 from .reference_models import build, example_input, export_onnx
 
-_TMP = Path(tempfile.mkdtemp(prefix="lrpaudit-engine-tests-"))
-
 
 class Residual(nn.Module):
     """conv-relu, a skip connection around conv-relu-conv, relu, average pool, linear (bias on or off)."""
@@ -90,11 +88,15 @@ def onnx_graph(kind: str, name: str, bias: bool, batch: int, seed: int = 0) -> t
     else:
         model, shape = local_model(name, bias, seed)
         example = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(seed))
-    path = export_onnx(
-        model, example, _TMP / f"{kind}-{name}-{bias}-{batch}-{seed}.onnx", False, 17, fold=False
-    )
-    graph = load_onnx(path).graph({"x": tuple(example.shape)})
+    graph = onnx_round_trip(model, example)  # float32 export first, then the float64 oracle copy
     return model.double(), graph
+
+
+def onnx_round_trip(model: nn.Module, example: torch.Tensor) -> Graph:
+    """Export (legacy exporter, opset 17, no folding) to a temporary file, load it as IR, remove the file."""
+    with tempfile.TemporaryDirectory(prefix="lrpaudit-engine-tests-") as tmp:
+        path = export_onnx(model, example, Path(tmp) / "model.onnx", False, 17, fold=False)
+        return load_onnx(path).graph({"x": tuple(example.shape)})
 
 
 def rules_for(linear: Rule, pool: Rule | None = None, add: Rule | None = None):

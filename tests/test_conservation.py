@@ -21,14 +21,12 @@ import pytest
 import torch
 from torch import nn
 
-from lrpaudit.frontends.onnx import load_onnx
 from lrpaudit.ir import Graph, Node
 from lrpaudit.propagate import propagate
 from lrpaudit.rules.spec import Rule
 
-from ._engine_models import _TMP, onnx_graph, rules_for
+from ._engine_models import onnx_graph, onnx_round_trip, rules_for
 from ._lrp_dense import torch_threads
-from .reference_models import export_onnx
 
 DT = torch.float64
 
@@ -250,14 +248,13 @@ def test_distribute_and_ignore_conserve_every_rule(kind, name, bias):
 # ---------------------------------------------------------------- (d) the user's 2x2 case
 
 
-def _two_by_two_graph(tmp_name: str):
+def _two_by_two_graph():
     """nn.Linear(2, 2) with W = [[2, 1], [1, -3]] (out x in), b = [1, 2], exported to ONNX and loaded."""
     layer = nn.Linear(2, 2)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[2.0, 1.0], [1.0, -3.0]]))
         layer.bias.copy_(torch.tensor([1.0, 2.0]))
-    path = export_onnx(layer.eval(), torch.zeros(2, 2), _TMP / tmp_name, False, 17, fold=False)
-    graph = load_onnx(path).graph({"x": (2, 2)})
+    graph = onnx_round_trip(layer.eval(), torch.zeros(2, 2))
     assert [node.op for node in graph.nodes] == ["linear"]
     return graph
 
@@ -284,7 +281,7 @@ def test_user_report_2x2_single_layer_bias():
     distribute (stabilizer 0): the bias is spread over both inputs, every unit conserves exactly.
     """
     eps = 1e-6
-    graph = _two_by_two_graph("two_by_two.onnx")
+    graph = _two_by_two_graph()
     x = torch.tensor([[1.0, -1.0], [1.0, -1.0]], dtype=DT)
     targets = [0, 1]
     R = [2.0, 6.0]
