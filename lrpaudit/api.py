@@ -49,18 +49,14 @@ class AuditResult:
     relevance: dict[str, np.ndarray] | None = None
     config: dict = field(default_factory=dict)
     elapsed_s: float | None = None  # wall-clock seconds of the audit (load excluded); JUnit/JSON timings
-    _rows: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def bound(self) -> float:
         return UNEXPLAINED_BOUND[self.dtype]
 
     def layer_rows(self) -> list[dict]:
-        """One row per node, aggregated over samples (the worst sample's figures); computed once per gate."""
-        key = (self.tolerance.gate, self.bound)
-        if self._rows is None or self._rows[0] != key:
-            self._rows = (key, [layer.aggregate_row(*key) for layer in self.layers])
-        return [dict(row) for row in self._rows[1]]
+        """One row per node, aggregated over samples (the worst sample's figures)."""
+        return [layer.aggregate_row(self.tolerance.gate, self.bound) for layer in self.layers]
 
     def sample_layer_rows(self, position: int) -> list[dict]:
         """The per-node rows of the ``position``-th sample."""
