@@ -180,6 +180,34 @@ def test_resnet_ids(saved, mode):
     assert graph.node("layer1.add").op == "add"
 
 
+def test_traced_and_scripted_ids_agree(saved):
+    for name, (_, sample_shape) in MODELS.items():
+        ids = []
+        for mode in MODES:
+            ts = load(saved(name, mode), {"*": (2, *sample_shape)})
+            ids.append([n.id for n in ts.graph({ts.input_names[0]: (2, *sample_shape)}).nodes])
+        assert ids[0] == ids[1], name
+
+
+@pytest.mark.slow
+def test_torchvision_mobilenet_v3(tmp_path):
+    """Hardswish, squeeze-excitation gates, in-place ReLU/Dropout, and a root ``self._forward_impl``-style call
+    chain whose module hierarchy starts with ``SELF``: traced and scripted give the same module-path ids."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v3_small(weights=None).eval()
+    x = torch.randn(1, 3, 32, 32)
+    ids = []
+    for mode in MODES:
+        ts = load(save_torchscript(model, x, tmp_path / f"mobilenet-{mode}.pt", mode), {"x": (1, 3, 32, 32)})
+        graph = ts.graph({"x": (1, 3, 32, 32)})
+        assert check_fidelity(ts, graph, {"x": x.numpy()}, "float32", rtol=RTOL_F32).passed
+        ids.append([n.id for n in graph.nodes])
+        assert graph.node("features.1.block.1.mul").attrs["gate"] == 0  # scale * input
+    assert ids[0] == ids[1]
+    assert ids[0][:4] == ["features.0.0", "features.0.2", "features.1.block.0.0", "features.1.block.0.2"]
+
+
 class Features(nn.Module):
     """A torchvision-style ``features`` / ``fc`` model with in-place ReLU."""
 

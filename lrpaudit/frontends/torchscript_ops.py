@@ -613,7 +613,7 @@ def neg(ctx: Context, call: Call) -> Act:
 def dropout(ctx: Context, call: Call) -> Act:
     if call.const("train") and float(call.const("p")) > 0:
         raise _Refuse("dropout in training mode (call model.eval() before tracing/scripting)")
-    return ctx.alias(call.act("input"))
+    return ctx.alias(_self(call))
 
 
 @converter("aten::contiguous", "aten::clone", "aten::detach", "aten::alias", "aten::lift_fresh")
