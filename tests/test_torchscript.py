@@ -688,6 +688,10 @@ def bad_files(tmp_path, features_files):
     files["no_constants"] = _zip_without(
         features_files["traced"], tmp_path / "no_constants.pt", "/constants.pkl"
     )
+    files["export"] = tmp_path / "exported.pt2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.export.save(torch.export.export(nn.Linear(2, 2), (torch.randn(1, 2),)), files["export"])
     files["truncated"] = tmp_path / "truncated.pt"
     files["truncated"].write_bytes(features_files["traced"].read_bytes()[:3000])
     return files
@@ -700,6 +704,7 @@ EXPECTED = {
     "random": r"is not a TorchScript archive \(not a zip file",
     "no_constants": r"not a complete TorchScript archive \(missing .*constants\.pkl\)",
     "truncated": r"is not a TorchScript archive \(not a zip file",
+    "export": r"is a torch\.export archive \(\.pt2\)",
 }
 
 

@@ -69,6 +69,11 @@ def check_archive(path: Path) -> bool:
             f"{path}: is a zip archive but not a TorchScript archive (expected one top folder, found {roots})"
         )
     root = roots[0]
+    if f"{root}/archive_format" in names or any(name.startswith(f"{root}/models/") for name in names):
+        raise ModelError(
+            f"{path}: is a torch.export archive (.pt2), not a TorchScript model; lrpaudit reads TorchScript and "
+            "ONNX: torch.onnx.export(model.eval(), (example,), 'model.onnx')"
+        )
     has_code = any(name.startswith(f"{root}/code/") for name in names)
     has_constants = f"{root}/constants.pkl" in names
     has_data = f"{root}/data.pkl" in names
