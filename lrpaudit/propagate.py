@@ -10,6 +10,7 @@ import torch
 from .errors import ConfigError, InputError, UnsupportedOpError
 from .forward import cast_params, run_forward
 from .ir import Graph, Node
+from .passes.cleanup import check_batch_axis
 from .rules.linear import apply_linear_rule, per_sample
 from .rules.linear_view import linear_view
 from .rules.other import handler_for
@@ -164,6 +165,7 @@ def propagate(
     ``keep_relevance``, if given, receives the relevance that arrived at each node's output (by node id), and the
     result then keeps every activation in ``values`` (for self-verification and debugging).
     """
+    check_batch_axis(graph)
     chosen = resolve_rules(graph, rules)
     params = cast_params(graph, dtype, device)
     values = run_forward(graph, feeds, dtype, device, params) if values is None else dict(values)
