@@ -20,7 +20,7 @@ from .audit import UNEXPLAINED_BOUND, LayerAudit, SampleAudit, Tolerance, sample
 from .errors import InputError
 from .fidelity import FidelityResult, check_fidelity
 from .frontends import load_model
-from .inputs import Batch, file_batches, random_batches
+from .inputs import Batch, file_batches, fixed_batch, random_batches
 from .ir import Graph
 from .passes import strip_output_softmax
 from .propagate import RuleChoice, propagate, resolve_rules
@@ -71,6 +71,13 @@ class AuditResult:
 
 def _batches(model, inputs, random: int | None, seed: int, batch_size: int, input_shapes) -> Iterable[Batch]:
     declared = model.declared_shapes()
+    fixed = fixed_batch(declared)
+    if fixed is not None:
+        batch_size = fixed  # the model only accepts this many samples at a time
+        if inputs is None and random and random % fixed:
+            raise InputError(
+                f"{model.path}: the model takes batches of exactly {fixed}; --random {random} is not a multiple"
+            )
     if inputs is None:
         if not random:
             raise InputError("no inputs: give input files or a number of random samples")
@@ -210,7 +217,9 @@ def inspect_model(
 ) -> tuple[object, Graph, FidelityResult]:
     """Load a model, build the canonical IR for ``random`` seeded samples and check it against the runtime."""
     model = load_model(path, input_shapes)
-    batch = next(iter(random_batches(model.declared_shapes(), random, random, seed, input_shapes)))
+    declared = model.declared_shapes()
+    count = fixed_batch(declared) or random
+    batch = next(iter(random_batches(declared, count, count, seed, input_shapes)))
     graph = model.graph(_shapes(batch))
     result = check_fidelity(model, graph, _feeds(batch), dtype="float32", intermediates=intermediates)
     return model, graph, result

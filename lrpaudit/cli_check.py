@@ -76,12 +76,21 @@ def run_one(model_path: Path, options: dict):
     from .api import audit
     from .config import load_config
     from .frontends import load_model
-    from .inputs import random_batches
+    from .inputs import peek_shapes, random_batches
     from .passes import strip_output_softmax
 
     config = load_config(options["config"], options["preset"])
     # Formats that declare no input shapes (TorchScript) take them at load time.
     model = load_model(model_path, _parse_shape(options["input_shape"]))
+    if (
+        options["input_shape"] is None
+        and options["inputs"] is not None
+        and hasattr(model, "set_input_shapes")
+    ):
+        try:
+            model.declared_shapes()
+        except InputError:  # a scripted archive records no example input: take the shape from the inputs
+            model.set_input_shapes(peek_shapes(options["inputs"], model.input_names))
     shapes = _input_shapes(model, options["input_shape"])
     probe = next(iter(random_batches(model.declared_shapes(), 1, 1, 0, shapes)))
     graph = model.graph({name: a.shape for name, a in probe.arrays.items()})

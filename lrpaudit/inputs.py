@@ -25,20 +25,49 @@ class Batch:
 
 
 def concrete_shape(declared: list[int | str | None], batch: int, name: str, override=None) -> tuple[int, ...]:
-    """Fill a declared shape: a dynamic leading dim becomes ``batch``; other dynamic dims need ``override``."""
+    """Fill a declared shape for ``batch`` samples: axis 0 is the batch; other dynamic dims need ``override``.
+
+    ``override`` (``--input-shape``) is a full shape whose axis 0 is ignored, or the shape of one sample.
+    """
     if override is not None:
-        return (batch, *override) if len(override) == len(declared) - 1 else tuple(override)
+        dims = tuple(int(d) for d in override)
+        if len(dims) == len(declared):
+            return (batch, *dims[1:])
+        if len(dims) == len(declared) - 1:
+            return (batch, *dims)
+        raise InputError(f"--input-shape {list(dims)} does not fit input {name!r} of rank {len(declared)}")
     shape = []
     for axis, dim in enumerate(declared):
-        if isinstance(dim, int):
-            shape.append(batch if axis == 0 else dim)
-        elif axis == 0:
+        if axis == 0:
             shape.append(batch)
+        elif isinstance(dim, int):
+            shape.append(dim)
         else:
             raise InputError(
                 f"input {name!r} has a dynamic dimension {axis} ({dim or '?'}); give --input-shape"
             )
     return tuple(shape)
+
+
+def fixed_batch(declared: dict[str, list[int | str | None]]) -> int | None:
+    """The batch size the model declares on axis 0, if it fixes one."""
+    sizes = {dims[0] for dims in declared.values() if dims and isinstance(dims[0], int)}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def peek_shapes(path: str | Path, names: list[str]) -> dict[str, tuple[int, ...]]:
+    """Array shapes of the first input file (memory-mapped, nothing loaded), for models without declared shapes."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz")) if path.is_dir() else [path]
+    if not files or not files[0].exists():
+        return {}
+    try:
+        if files[0].suffix == ".npy":
+            return {names[0]: tuple(np.load(files[0], mmap_mode="r", allow_pickle=False).shape)}
+        with np.load(files[0], allow_pickle=False) as data:
+            return {name: tuple(data[name].shape) for name in names if name in data.files}
+    except Exception:
+        return {}
 
 
 def random_batches(

@@ -29,8 +29,9 @@ def merge_origin(into: Node, other: Node) -> None:
     """Record that ``other`` was fused into ``into``."""
     into.origin["ops"] = list(into.origin.get("ops", [])) + list(other.origin.get("ops", []))
     into.origin["names"] = list(into.origin.get("names", [])) + list(other.origin.get("names", []))
-    if "onnx_output" in other.origin:
-        into.origin["onnx_output"] = other.origin["onnx_output"]
+    for key in ("onnx_output", "source_output"):
+        if key in other.origin:
+            into.origin[key] = other.origin[key]
 
 
 def single_consumer(graph: Graph, value: str) -> Node | None:
