@@ -19,6 +19,7 @@ import torch
 from .audit import UNEXPLAINED_BOUND, LayerAudit, SampleAudit, Tolerance, sample_verdict, samples_from
 from .errors import InputError
 from .fidelity import FidelityResult, check_fidelity
+from .forward import cast_params
 from .frontends import load_model
 from .inputs import Batch, file_batches, fixed_batch, random_batches
 from .ir import Graph
@@ -136,13 +137,17 @@ def audit(
     notes: list[str] = []
     checks: list[RuleCheck] | None = None
     saved: dict[str, list[np.ndarray]] = {}
+    prepared: dict[tuple, tuple] = {}  # per input shape: (graph, rules, params in the propagation dtype)
     for batch in _batches(model, inputs, random, seed, batch_size, input_shapes):
-        graph = _graph_for(model, batch, explain)
+        key = tuple(sorted(_shapes(batch).items()))
+        if key not in prepared:
+            graph = _graph_for(model, batch, explain)
+            prepared[key] = (graph, resolve_rules(graph, rules), cast_params(graph, torch_dtype, device))
+        graph, chosen, params = prepared[key]
         if check_forward:
             fidelity = _worse(fidelity, check_fidelity(model, model.graph(_shapes(batch)), _feeds(batch)))
-        chosen = resolve_rules(graph, rules)
         feeds = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.arrays.items()}
-        result = propagate(graph, feeds, chosen, init, target, torch_dtype, device)
+        result = propagate(graph, feeds, chosen, init, target, torch_dtype, device, params=params)
         notes = result.notes
         for node, record in zip(graph.nodes, result.records):
             if node.id not in layers:

@@ -159,6 +159,7 @@ def propagate(
     device: str | torch.device = "cpu",
     values: dict[str, Tensor] | None = None,
     keep_relevance: dict[str, Tensor] | None = None,
+    params: dict[str, dict] | None = None,
 ) -> Propagation:
     """Forward once (keeping activations), then send the output relevance back node by node, accounting for it.
 
@@ -167,7 +168,7 @@ def propagate(
     """
     check_batch_axis(graph)
     chosen = resolve_rules(graph, rules)
-    params = cast_params(graph, dtype, device)
+    params = params if params is not None else cast_params(graph, dtype, device)
     values = run_forward(graph, feeds, dtype, device, params) if values is None else dict(values)
     output = values[graph.outputs[0]]
     targets, r_init = output_relevance(output, target, init)
