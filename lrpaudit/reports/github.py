@@ -57,7 +57,8 @@ def _repo_path(path: str, env) -> str:
 def _anchor(failure: Failure, env) -> dict[str, str]:
     source = failure.row.get("rule_source") or ""
     match = _SOURCE.match(source) if failure.kind == "layer" else None
-    if match and not match.group("file").isdigit():
+    # "preset NAME:LINE" names a shipped preset, not a file in the repository: anchor those to the model file
+    if match and not match.group("file").isdigit() and not source.startswith("preset "):
         anchor = {"file": _repo_path(match.group("file"), env), "line": match.group("line")}
         if match.group("col"):
             anchor["col"] = match.group("col")
