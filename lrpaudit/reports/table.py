@@ -71,7 +71,11 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
         f"{result.model_path}  [{result.config.get('name', 'rules')}]  {result.dtype}, gate {result.tolerance.gate}"
     )
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    table.add_column("layer", overflow="fold", min_width=30, max_width=30 if not verbose else 48)
+    # No min_width under -v: rich re-measures a collapsed column against its min_width plus padding, which can
+    # leave the wide table one character wider than the console and crop the verdict column.
+    table.add_column(
+        "layer", overflow="fold", min_width=None if verbose else 30, max_width=48 if verbose else 30
+    )
     table.add_column("op", width=7 if not verbose else 14, overflow="ellipsis", no_wrap=True)
     table.add_column("rule", overflow="fold", max_width=COMPACT_RULE_WIDTH if not verbose else 36)
     if verbose:
