@@ -227,13 +227,17 @@ def check(
         "save_relevance": save_relevance,
         "quiet": quiet,
     }
+    old_report = None
+    if baseline is not None:  # a bad baseline is a usage error: say so before auditing anything
+        from .reports.baseline import compare, load_baseline
+
+        old_report = load_baseline(baseline)
     results = [run_one(path, options) for path in models]
     report = json_reports.build_report(results)
     regressions = None
-    if baseline is not None:
-        from .reports.baseline import compare, load_baseline
-
-        regressions = compare(report, load_baseline(baseline))
+    if old_report is not None:
+        regressions = compare(report, old_report)
+        regressions.source = str(baseline)
         report["baseline"] = regressions.as_dict()
     if save_relevance is not None:
         for result in results:
