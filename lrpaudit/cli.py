@@ -128,7 +128,7 @@ def rules_command() -> None:
 
 
 # Command modules register themselves on `main` when imported.
-from . import cli_check, cli_config  # noqa: E402, F401
+from . import cli_batch, cli_check, cli_config  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()
