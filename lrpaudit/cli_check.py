@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -206,11 +207,16 @@ def check(
         raise click.UsageError("give either -c/--config or --preset, not both")
     if inputs is not None and random_n:
         raise click.UsageError("give either --inputs or --random, not both")
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise click.BadParameter(f"expected cpu, cuda or cuda:N, got {device!r}", param_hint="'--device'")
     if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise InputError("--device cuda: no CUDA device is available here")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
     options = {
         "config": config_path,
         "preset": preset if preset or config_path else "epsilon-plus-flat",

@@ -359,15 +359,21 @@ def test_target_index_and_pred(tmp_path):
     assert [s["r_output"] for s in samples] != [s["r_output"] for s in pred["runs"][0]["samples"]]
 
 
-def test_target_index_out_of_range_exits_2():
-    line = assert_one_line_error(invoke(CNN_ONNX, "--random", "2", "--target", "10"))
-    assert "target" in line and "10" in line
+@pytest.mark.parametrize("index", ["10", "12", "-11"])
+def test_target_index_out_of_range_exits_2(index):
+    line = assert_one_line_error(invoke(CNN_ONNX, "--random", "2", "--target", index))
+    assert f"target {index} is out of range" in line and "10 entries" in line
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_device_cuda_without_a_gpu_exits_2():
     line = assert_one_line_error(invoke(CNN_ONNX, "--random", "2", "--device", "cuda"))
     assert "--device cuda" in line and "no CUDA device" in line
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu", "cuda0", "cpu:1"])
+def test_unknown_device_is_a_usage_error(device):
+    assert_clean_error(invoke(CNN_ONNX, "--random", "2", "--device", device), "--device", device)
 
 
 def test_internal_error_exits_3_with_a_short_message(monkeypatch, tmp_path):
