@@ -475,8 +475,6 @@ def render_summary(manifest: Manifest, results: list, console) -> None:
         else f"{len(manifest.models)} models x {len(manifest.configs)} configs"
     )
     table = Table(
-        title=escape(f"{manifest.path}  [{shape}]"),
-        title_justify="left",
         box=box.SIMPLE_HEAD,
         padding=(0, 1, 0, 0),  # two spaces between columns: the ids keep their 30 characters in 100 columns
         pad_edge=False,
@@ -504,6 +502,7 @@ def render_summary(manifest: Manifest, results: list, console) -> None:
             Text(verdict.upper(), style=VERDICT_STYLE[verdict]),
             style="red" if verdict != "pass" else None,
         )
+    console.print(escape(f"{manifest.path}  [{shape}]"), highlight=False, soft_wrap=True)  # never wrapped
     console.print(table)
 
 
