@@ -367,6 +367,8 @@ class WorkerCrash(Exception):
 def _execute_in_worker(index: int, model_path: Path, options: dict) -> Outcome:
     try:
         return execute(index, model_path, options)
+    except MemoryError:  # a limit, not a bug: it pickles, and the command reports it as such
+        raise
     except Exception as exc:  # a bug: carried back as text, so that any exception type gets home
         raise WorkerCrash(
             f"{type(exc).__name__}: {exc}\n\nworker traceback:\n{traceback.format_exc()}"
