@@ -20,7 +20,14 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
         raise ModelError(f"{path}: is a folder, not a model file")
     with open(path, "rb") as handle:
         head = handle.read(4)
-    if head.startswith(b"PK") or path.suffix in (".pt", ".pth", ".ts", ".jit"):
+    torch_file = head.startswith(b"PK") or path.suffix in (".pt", ".pth", ".ts", ".jit")
+    if not torch_file and head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        # Named by its magic bytes only: lrpaudit never unpickles a file (unpickling runs arbitrary code).
+        raise ModelError(
+            f"{path}: is a Python pickle, not an ONNX or TorchScript model; lrpaudit never unpickles files: "
+            "export the model with torch.onnx.export or torch.jit.trace"
+        )
+    if torch_file:
         try:
             from .torchscript import load_torchscript
         except ImportError as exc:  # pragma: no cover - frontend not built yet

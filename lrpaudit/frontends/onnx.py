@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from ..errors import InputError, ModelError
+from ..errors import InputError, LrpauditError, ModelError
+from ..inputs import check_declared
 from ..ir import Graph
 from ..passes import canonicalize
 from .onnx_convert import convert_graph, declared_input_shapes
@@ -43,7 +45,7 @@ class OnnxModel:
         return list(declared_input_shapes(self.proto))
 
     def declared_shapes(self) -> dict[str, list[int | str | None]]:
-        return declared_input_shapes(self.proto)
+        return check_declared(declared_input_shapes(self.proto), self.path)
 
     def sha256(self) -> str:
         return file_sha256(self.path)
@@ -53,8 +55,16 @@ class OnnxModel:
         key = tuple(sorted((name, tuple(shape)) for name, shape in shapes.items()))
         if key not in self._graphs:
             self._check_shapes(shapes)
-            raw = convert_graph(self.proto, self.path, {k: tuple(v) for k, v in shapes.items()})
-            self._graphs[key] = canonicalize(raw)
+            try:
+                raw = convert_graph(self.proto, self.path, {k: tuple(v) for k, v in shapes.items()})
+                self._graphs[key] = canonicalize(raw)
+            except LrpauditError:
+                raise
+            except Exception as exc:  # a malformed model the checker let through, or else a bug (exit 3)
+                problem = _inference_problem(self.proto)
+                if problem is None:
+                    raise
+                raise ModelError(f"{self.path}: invalid ONNX model: {problem}") from exc
         return self._graphs[key]
 
     def _check_shapes(self, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -81,17 +91,11 @@ class OnnxModel:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.log_severity_level = 3
-        proto = self.proto
         if names:
-            proto = _with_outputs(self.proto, names)
-            session = ort.InferenceSession(
-                proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-            )
+            session = self._open_session(_with_outputs(self.proto, names), options)
         else:
             if self._session is None:
-                self._session = ort.InferenceSession(
-                    proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-                )
+                self._session = self._open_session(self.proto, options)
             session = self._session
         wanted = [o.name for o in session.get_outputs()]
         types = {i.name: i.type for i in session.get_inputs()}
@@ -100,8 +104,37 @@ class OnnxModel:
         try:
             results = session.run(wanted, feeds)
         except Exception as exc:
-            raise ModelError(f"{self.path}: onnxruntime failed: {str(exc).strip().splitlines()[0]}") from exc
+            raise ModelError(f"{self.path}: onnxruntime failed: {_ort_message(exc)}") from exc
         return dict(zip(wanted, results))
+
+    def _open_session(self, proto: onnx.ModelProto, options):
+        """An onnxruntime session on CPU; a model it cannot load is a ModelError naming the file."""
+        import onnxruntime as ort
+
+        try:
+            return ort.InferenceSession(
+                proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise ModelError(f"{self.path}: onnxruntime cannot load the model: {_ort_message(exc)}") from exc
+
+
+def _inference_problem(model: onnx.ModelProto) -> str | None:
+    """What strict ONNX shape inference finds wrong with the model (wrong input counts, types, shapes), if anything."""
+    try:
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        text = str(exc).strip()
+        return text.splitlines()[0][:300] if text else type(exc).__name__
+    return None
+
+
+def _ort_message(exc: BaseException) -> str:
+    """The first line of an onnxruntime error without its ``[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED :`` prefix."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    text = re.sub(r"^/\S+:\d+ [^)]*\)\s*", "", text)  # the C++ source location and signature
+    return text[:300]
 
 
 def _fmt(shape: list) -> str:

@@ -156,6 +156,12 @@ class Context:
             self.examples[output] = run_node(node, self.examples, meta_params)
         except ModelError as exc:
             self.fail(str(exc).split(": ", 1)[-1])
+        except (
+            Exception
+        ) as exc:  # the shape run refuses the node: its inputs, weights or attributes do not fit
+            shapes = [list(self.examples[v].shape) for v in node.inputs if v in self.examples]
+            weights = {k2: list(t.shape) for k2, t in meta_params.items()}
+            self.fail(f"the node does not fit its inputs {shapes} and weights {weights} ({_brief(exc)})")
         self.nodes.append(node)
         return output
 
@@ -197,6 +203,21 @@ _NON_FOLDABLE = {
 }
 
 
+def _brief(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+def _initializer(tensor: onnx.TensorProto, path: str | Path) -> np.ndarray:
+    """An initializer's data; one whose dims, type and data disagree is a ModelError naming it."""
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception as exc:
+        raise ModelError(
+            f"{path}: initializer {tensor.name!r} (dims {list(tensor.dims)}) cannot be read: {_brief(exc)}"
+        ) from exc
+
+
 def convert_graph(
     model: onnx.ModelProto,
     path: str | Path,
@@ -216,7 +237,7 @@ def convert_graph(
                     f"{entry.domain!r}, which lrpaudit does not support"
                 )
     for init in model.graph.initializer:
-        ctx.consts[init.name] = numpy_helper.to_array(init)
+        ctx.consts[init.name] = _initializer(init, path)
     graph_inputs = [v for v in model.graph.input if v.name not in ctx.consts]
     input_dtypes = {}
     for value in graph_inputs:
@@ -239,7 +260,10 @@ def convert_graph(
         convert = CONVERTERS.get(node.op_type)
         if convert is None:
             ctx.fail(f"unsupported op {node.op_type!r} on an activation (no IR mapping; refusing to guess)")
-        convert(ctx, node)
+        try:
+            convert(ctx, node)
+        except (IndexError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+            ctx.fail(f"malformed node: its inputs or attributes do not fit the op ({_brief(exc)})")
     ctx.current = None
     outputs = []
     for value in model.graph.output:

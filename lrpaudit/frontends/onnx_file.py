@@ -38,6 +38,8 @@ def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
         ) from exc
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{path}: not an ONNX model (no graph found in the protobuf)")
+    _check_opset(model, path)
+    check_structure(model.graph, path)
     folder = path.parent.resolve()
     for location in _external_locations(model):
         target = (folder / location).resolve()
@@ -54,6 +56,69 @@ def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     except Exception as exc:
         raise ModelError(f"{path}: invalid ONNX model: {_first_line(exc)}") from exc
     return model
+
+
+def _check_opset(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse an opset newer than the installed onnx knows: its ops' meaning is unknown here."""
+    known = onnx.defs.onnx_opset_version()
+    opset = default_opset(model)
+    if opset > known:
+        raise ModelError(
+            f"{path}: opset {opset} is newer than the installed onnx {onnx.__version__} knows (up to {known}); "
+            "upgrade onnx and onnxruntime, or export with an older opset"
+        )
+
+
+def check_structure(graph: onnx.GraphProto, path: str | os.PathLike) -> None:
+    """Outputs declared, every tensor name produced, no cycle: each named in one line (before the checker)."""
+    initializers = {tensor.name for tensor in graph.initializer}
+    if not [value for value in graph.input if value.name not in initializers]:
+        raise ModelError(f"{path}: the graph declares no inputs (nothing to feed and explain)")
+    if not graph.output:
+        raise ModelError(f"{path}: the graph declares no outputs (nothing to explain)")
+    produced = {value.name for value in graph.input} | initializers | {""}
+    producer = {name: index for index, node in enumerate(graph.node) for name in node.output}
+    for node in graph.node:
+        for name in node.input:
+            if name not in produced and name not in producer:
+                raise ModelError(
+                    f"{path}: node {_label(node)} reads tensor {name!r}, which no node, graph input or "
+                    "initializer produces (a dangling name)"
+                )
+    for value in graph.output:
+        if value.name not in produced and value.name not in producer:
+            raise ModelError(f"{path}: graph output {value.name!r} is produced by no node (a dangling name)")
+    cycle = _cycle(graph, produced, producer)
+    if cycle:
+        raise ModelError(f"{path}: the graph has a cycle (nodes left unordered: {', '.join(cycle)})")
+
+
+def _label(node: onnx.NodeProto) -> str:
+    return f"{node.name or (node.output[0] if node.output else '?')!r} ({node.op_type})"
+
+
+def _cycle(graph: onnx.GraphProto, produced: set[str], producer: dict[str, int]) -> list[str]:
+    """Labels of the nodes left over by Kahn's algorithm (those on or after a cycle); empty if acyclic."""
+    waiting = [
+        {producer[name] for name in node.input if name not in produced and name in producer}
+        for node in graph.node
+    ]
+    readers: dict[int, list[int]] = {}
+    for index, needs in enumerate(waiting):
+        for need in needs:
+            readers.setdefault(need, []).append(index)
+    ready = [index for index, needs in enumerate(waiting) if not needs]
+    done = 0
+    while ready:
+        index = ready.pop()
+        done += 1
+        for reader in readers.get(index, []):
+            waiting[reader].discard(index)
+            if not waiting[reader]:
+                ready.append(reader)
+    if done == len(graph.node):
+        return []
+    return [_label(node) for node, needs in zip(graph.node, waiting) if needs][:5]
 
 
 def _first_line(exc: BaseException) -> str:
