@@ -21,8 +21,9 @@ from .errors import InputError
 from .fidelity import FidelityResult, check_fidelity
 from .forward import cast_params
 from .frontends import load_model
-from .inputs import Batch, file_batches, fixed_batch, random_batches
+from .inputs import Batch, check_shape_names, file_batches, fixed_batch, random_batches
 from .ir import Graph
+from .limits import check_batch_memory
 from .passes import strip_output_softmax
 from .propagate import RuleChoice, propagate, resolve_rules
 from .verify import RuleCheck, verify_rules
@@ -72,6 +73,7 @@ class AuditResult:
 
 def _batches(model, inputs, random: int | None, seed: int, batch_size: int, input_shapes) -> Iterable[Batch]:
     declared = model.declared_shapes()
+    check_shape_names(input_shapes, declared, model.path)
     fixed = fixed_batch(declared)
     if fixed is not None:
         batch_size = fixed  # the model only accepts this many samples at a time
@@ -121,13 +123,19 @@ def audit(
     rule_sources: dict[str, str] | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    allow_empty: bool = False,
 ) -> AuditResult:
     """Audit LRP conservation of ``model`` (path or loaded model) under ``rules`` on an input set.
 
     Inputs stream in batches of ``batch_size``: memory holds one batch's activations. The forward pass is proven
     against the model's runtime on every batch before relevance is propagated.
+
+    An audit that checks nothing is an InputError unless ``allow_empty``: no samples, a graph with no nodes, or
+    samples whose output relevance is all exactly zero (nothing to explain; with some such samples the audit
+    runs and a note names them).
     """
     model = load_model(model, input_shapes) if isinstance(model, (str, Path)) else model
+    _check_device(device)
     started = time.perf_counter()
     tolerance = tolerance or Tolerance()
     torch_dtype = DTYPES[dtype]
@@ -142,6 +150,12 @@ def audit(
         key = tuple(sorted(_shapes(batch).items()))
         if key not in prepared:
             graph = _graph_for(model, batch, explain)
+            if not graph.nodes and not allow_empty:
+                raise InputError(
+                    f"{model.path}: nothing to audit: the graph has no layers (its output is its input); "
+                    "pass --allow-empty to accept"
+                )
+            check_batch_memory(graph, torch_dtype.itemsize, str(model.path))
             prepared[key] = (graph, resolve_rules(graph, rules), cast_params(graph, torch_dtype, device))
         graph, chosen, params = prepared[key]
         if check_forward:
@@ -174,8 +188,7 @@ def audit(
             checks = verify_rules(graph, feeds, chosen, init, target, torch_dtype)
         if on_batch:
             on_batch(len(samples), batch.size)
-    if not samples:
-        raise InputError("the audit checked nothing: no samples were given")
+    notes = notes + _nothing_to_explain(model, samples, inputs, allow_empty)
     return AuditResult(
         model_path=str(model.path),
         model_format=model.format,
@@ -194,6 +207,48 @@ def audit(
 
 
 _LINEAR = ("linear", "conv", "conv_transpose", "affine")
+
+
+def _check_device(device: str) -> None:
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"--device {device!r}: not a device (cpu, cuda or cuda:N)") from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device is available here")
+    if kind not in ("cpu", "cuda"):
+        raise InputError(f"--device {device!r}: lrpaudit runs on cpu or cuda")
+
+
+def _nothing_to_explain(model, samples: list[SampleAudit], inputs, allow_empty: bool) -> list[str]:
+    """Notes on samples with no output relevance; an InputError if the audit checked nothing at all.
+
+    Decision: a sample whose output relevance is exactly zero (``init: logit`` and a target logit of exactly 0)
+    has nothing to explain. It is never divided by zero: its ``rel_error`` is the absolute leak (so relevance
+    created from nothing still fails), it is flagged ``nothing_to_explain`` in the JSON report, and a note lists
+    it. If no sample has anything to explain, the audit checked nothing.
+    """
+    where = f" {inputs}" if isinstance(inputs, (str, Path)) else ""
+    if not samples:
+        if allow_empty:
+            return ["the audit checked nothing: no samples"]
+        raise InputError(
+            f"{model.path}: the audit checked nothing: the inputs{where} hold no samples; "
+            "pass --allow-empty to accept an empty audit"
+        )
+    empty = [sample.index for sample in samples if sample.output_scale == 0]
+    if not empty:
+        return []
+    if len(empty) == len(samples) and not allow_empty:
+        raise InputError(
+            f"{model.path}: the audit checked nothing: the explained output is exactly 0 for all {len(samples)} "
+            "samples (no relevance to explain); use init: one or another --target, or pass --allow-empty"
+        )
+    shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+    return [
+        f"{len(empty)} of {len(samples)} samples have nothing to explain (the explained output is exactly 0): "
+        f"their checks are vacuous (samples {shown})"
+    ]
 
 
 def _shapes(batch: Batch) -> dict[str, tuple[int, ...]]:
@@ -226,5 +281,6 @@ def inspect_model(
     count = fixed_batch(declared) or random
     batch = next(iter(random_batches(declared, count, count, seed, input_shapes)))
     graph = model.graph(_shapes(batch))
+    check_batch_memory(graph, 4, str(model.path))
     result = check_fidelity(model, graph, _feeds(batch), dtype="float32", intermediates=intermediates)
     return model, graph, result

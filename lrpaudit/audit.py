@@ -140,7 +140,8 @@ def fix_hint(row: dict) -> str:
     """A one-line suggestion for a failing row, naming the dominant category."""
     if row["verdict"] == "non_finite":
         return (
-            f"NaN/Inf at {row['id']} under {row['rule']}: a zero denominator? use a stabilizer (epsilon > 0)"
+            f"NaN/Inf at {row['id']} under {row['rule']}, from non-finite weights or activations in the model "
+            "or a zero denominator (use a stabilizer, epsilon > 0)"
         )
     category = row["largest_category"]
     scale = row["scale"] or 1.0
@@ -197,6 +198,11 @@ class SampleAudit:
     @property
     def leak(self) -> float:
         return self.r_output - self.r_input
+
+    @property
+    def nothing_to_explain(self) -> bool:
+        """The output relevance is exactly zero: rel_error is then the absolute leak (see api._nothing_to_explain)."""
+        return self.output_scale == 0
 
     @property
     def rel_error(self) -> float:

@@ -1,7 +1,19 @@
-"""Sample inputs: .npy / .npz files, folders of them, or seeded random draws; validated against the model."""
+"""Sample inputs: .npy / .npz files, folders of them, or seeded random draws; validated against the model.
+
+Input files are data, never code: ``np.load(..., allow_pickle=False)`` refuses pickled objects. Element types:
+float64 stays float64; float32 and float16 become float32; integer arrays (e.g. uint8 images) are converted to
+float32 as they are, with no scaling; bool, complex, string and object arrays are refused. NaN/Inf values are
+refused, naming the file and the sample.
+
+Streaming: ``.npy`` files are memory-mapped and read one batch at a time (each batch is checked and converted on
+its own), so memory holds one batch whatever the number of samples; a ``.npz`` member is read whole, one file at a
+time. Limit: one sample of one input may hold at most ``MAX_SAMPLE_ELEMENTS`` (2**28, 2 GiB in float64) elements;
+larger declared or requested shapes are refused before anything is allocated.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+
+MAX_SAMPLE_ELEMENTS = 1 << 28  # per input, per sample: refused before allocating (see the module docstring)
 
 
 @dataclass
@@ -29,12 +43,18 @@ def concrete_shape(declared: list[int | str | None], batch: int, name: str, over
 
     ``override`` (``--input-shape``) is a full shape whose axis 0 is ignored, or the shape of one sample.
     """
+    if not declared:
+        raise InputError(
+            f"input {name!r} is declared as a scalar (rank 0): lrpaudit needs axis 0 as the batch"
+        )
     if override is not None:
         dims = tuple(int(d) for d in override)
+        if any(d < 1 for d in dims):
+            raise InputError(f"--input-shape {list(dims)} for input {name!r}: every dimension must be >= 1")
         if len(dims) == len(declared):
-            return (batch, *dims[1:])
+            return check_sample_size(name, (batch, *dims[1:]))
         if len(dims) == len(declared) - 1:
-            return (batch, *dims)
+            return check_sample_size(name, (batch, *dims))
         raise InputError(f"--input-shape {list(dims)} does not fit input {name!r} of rank {len(declared)}")
     shape = []
     for axis, dim in enumerate(declared):
@@ -46,7 +66,39 @@ def concrete_shape(declared: list[int | str | None], batch: int, name: str, over
             raise InputError(
                 f"input {name!r} has a dynamic dimension {axis} ({dim or '?'}); give --input-shape"
             )
-    return tuple(shape)
+    return check_sample_size(name, tuple(shape))
+
+
+def check_sample_size(name: str, shape: tuple[int, ...], source: str | None = None) -> tuple[int, ...]:
+    """``shape`` if one sample (axis 0 is the batch) holds at most ``MAX_SAMPLE_ELEMENTS``; else an InputError."""
+    elements = math.prod(shape[1:])
+    if elements > MAX_SAMPLE_ELEMENTS:
+        where = f"{source}: " if source else ""
+        raise InputError(
+            f"{where}input {name!r} of shape {list(shape)} has {elements:,} elements per sample; lrpaudit refuses "
+            f"more than {MAX_SAMPLE_ELEMENTS:,} (2**28) per sample"
+        )
+    return shape
+
+
+def check_declared(declared: dict[str, list[int | str | None]], path) -> dict[str, list[int | str | None]]:
+    """A model's declared input shapes, refused when an input is a scalar or one sample is too large."""
+    for name, dims in declared.items():
+        if not dims:
+            raise InputError(
+                f"{path}: input {name!r} is declared as a scalar (rank 0); lrpaudit needs axis 0 as the batch"
+            )
+        check_sample_size(name, tuple(d if isinstance(d, int) else 1 for d in dims), str(path))
+    return declared
+
+
+def check_shape_names(input_shapes: dict | None, declared: dict, path) -> None:
+    """Every name given with ``--input-shape NAME=...`` must be a graph input."""
+    unknown = [name for name in input_shapes or {} if name != "*" and name not in declared]
+    if unknown:
+        raise InputError(
+            f"{path}: --input-shape names {unknown}, but the model's inputs are {list(declared)}"
+        )
 
 
 def fixed_batch(declared: dict[str, list[int | str | None]]) -> int | None:
@@ -91,8 +143,12 @@ def random_batches(
 
 
 def _check_array(name: str, array: np.ndarray, declared: list[int | str | None], source: str) -> np.ndarray:
+    """Element type and shape against the declaration (nothing read from a memory map); a one-sample array
+    without the batch axis gets one."""
     if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
-        raise InputError(f"{source}: input {name!r} has dtype {array.dtype}; expected a floating-point array")
+        raise InputError(
+            f"{source}: input {name!r} has dtype {array.dtype}; expected a floating-point (or integer) array"
+        )
     if array.ndim == len(declared) - 1:
         array = array[None]
     if array.ndim != len(declared):
@@ -103,9 +159,61 @@ def _check_array(name: str, array: np.ndarray, declared: list[int | str | None],
             raise InputError(
                 f"{source}: input {name!r} expects size {want} on axis {axis}, got shape {list(array.shape)}"
             )
-    if not np.isfinite(array).all():
-        raise InputError(f"{source}: input {name!r} contains NaN or Inf values")
-    return array.astype(np.float32) if array.dtype != np.float64 else array
+    check_sample_size(name, tuple(array.shape), source)
+    return array
+
+
+def _finish(name: str, chunk: np.ndarray, source: str, first: int) -> np.ndarray:
+    """One batch read into memory as float64 or float32, refused if it holds NaN/Inf (naming the sample)."""
+    chunk = np.array(chunk, dtype=np.float64 if chunk.dtype == np.float64 else np.float32)
+    finite = np.isfinite(chunk.reshape(chunk.shape[0], -1)).all(axis=1)
+    if not finite.all():
+        bad = first + int(np.argmin(finite))
+        raise InputError(f"{source}: input {name!r} contains NaN or Inf values (sample {bad})")
+    return chunk
+
+
+_PICKLED = (
+    "holds pickled Python objects; lrpaudit never unpickles input files (save a numeric array with np.save / "
+    "np.savez)"
+)
+
+
+def _open(file: Path):
+    """``np.load`` without pickles: ``.npy`` memory-mapped, ``.npz`` lazily; a bad file is an InputError."""
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(6)
+    except OSError as exc:
+        raise InputError(f"{file}: cannot be read ({exc.strerror or exc})") from exc
+    if head[:1] == b"\x80":
+        raise InputError(f"{file}: {_PICKLED}")
+    if head != b"\x93NUMPY" and not head.startswith(b"PK"):
+        raise InputError(f"{file}: not a .npy or .npz file (no NumPy or zip header)")
+    try:
+        return np.load(file, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "pickle" in text.lower() or "python objects" in text.lower():
+            raise InputError(f"{file}: {_PICKLED}") from exc
+        raise InputError(
+            f"{file}: not a readable .npy/.npz file ({type(exc).__name__}: {text[:200]})"
+        ) from exc
+
+
+def _member(data, file: Path, name: str) -> np.ndarray:
+    """One array of a .npz file; an object array or a damaged member is an InputError."""
+    try:
+        return data[name]
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "pickle" in text.lower() or "object arrays" in text.lower():
+            raise InputError(
+                f"{file}: array {name!r} holds pickled Python objects; lrpaudit never unpickles"
+            ) from exc
+        raise InputError(
+            f"{file}: array {name!r} cannot be read ({type(exc).__name__}: {text[:200]})"
+        ) from exc
 
 
 def load_arrays(
@@ -119,17 +227,16 @@ def load_arrays(
     if not files:
         raise InputError(f"{path}: folder has no .npy or .npz files")
     for file in files:
-        try:
-            data = np.load(file, allow_pickle=False)
-        except Exception as exc:
-            raise InputError(f"{file}: not a readable .npy/.npz file ({type(exc).__name__})") from exc
+        data = _open(file)
         if isinstance(data, np.lib.npyio.NpzFile):
-            missing = [name for name in declared if name not in data.files]
-            if missing:
-                raise InputError(f"{file}: missing arrays for graph inputs {missing} (has {data.files})")
-            arrays = {
-                name: _check_array(name, data[name], dims, str(file)) for name, dims in declared.items()
-            }
+            with data:
+                missing = [name for name in declared if name not in data.files]
+                if missing:
+                    raise InputError(f"{file}: missing arrays for graph inputs {missing} (has {data.files})")
+                arrays = {
+                    name: _check_array(name, _member(data, file, name), dims, str(file))
+                    for name, dims in declared.items()
+                }
         else:
             if len(declared) != 1:
                 raise InputError(
@@ -146,12 +253,14 @@ def load_arrays(
 def file_batches(
     path: str | Path, declared: dict[str, list[int | str | None]], batch_size: int
 ) -> Iterator[Batch]:
-    """Samples from files, re-batched to ``batch_size``; memory holds one file plus one batch."""
+    """Samples from files, re-batched to ``batch_size``, lazily: a ``.npy`` file is read one batch at a time."""
     index = 0
     for arrays, source in load_arrays(path, declared):
         count = next(iter(arrays.values())).shape[0]
         for start in range(0, count, batch_size):
             size = min(batch_size, count - start)
-            chunk = {name: a[start : start + size] for name, a in arrays.items()}
+            chunk = {
+                name: _finish(name, a[start : start + size], source, start) for name, a in arrays.items()
+            }
             yield Batch(chunk, [f"{source}#{start + i}" for i in range(size)], index)
             index += size

@@ -130,16 +130,12 @@ def resolve_rules(graph: Graph, rules: RuleChoice) -> dict[str, Rule]:
 def output_relevance(output: Tensor, target, init: str) -> tuple[Tensor, Tensor]:
     """``onehot(target) * logit`` (init=logit) or ``onehot(target)`` (init=one); target predicted by default."""
     flat = output.reshape(output.shape[0], -1)
+    if flat.shape[1] == 0:
+        raise InputError(f"the model output has shape {list(output.shape)}: no entries to explain")
     if target is None or target == "predicted":
         targets = flat.argmax(dim=1)
     else:
-        targets = torch.as_tensor(target, device=output.device).reshape(-1).long()
-        if targets.numel() == 1:
-            targets = targets.expand(flat.shape[0])
-        if targets.numel() != flat.shape[0]:
-            raise InputError(f"{targets.numel()} targets given for {flat.shape[0]} samples")
-        if (targets < 0).any() or (targets >= flat.shape[1]).any():
-            raise InputError(f"target index out of range for an output with {flat.shape[1]} entries")
+        targets = _targets(target, flat.shape[0], flat.shape[1], output.device)
     onehot = torch.zeros_like(flat)
     onehot[torch.arange(flat.shape[0]), targets] = 1.0
     if init == "logit":
@@ -147,6 +143,32 @@ def output_relevance(output: Tensor, target, init: str) -> tuple[Tensor, Tensor]
     elif init != "one":
         raise ConfigError(f"init must be 'logit' or 'one', got {init!r}")
     return targets, onehot.reshape(output.shape)
+
+
+def _targets(target, samples: int, classes: int, device) -> Tensor:
+    """Explicit class indices: one for all samples or one per sample, each in ``0 .. classes - 1``."""
+    if isinstance(target, int) and not isinstance(target, bool) and not 0 <= target < classes:
+        raise InputError(
+            f"target {target} is out of range for an output with {classes} entries (0..{classes - 1})"
+        )
+    values = [target] if isinstance(target, int) else target
+    try:
+        targets = torch.as_tensor(values, device=device).reshape(-1)
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
+        raise InputError(f"target must be a class index or one index per sample, got {target!r}") from exc
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise InputError(f"target must be an integer class index, got {target!r}")
+    bad = targets[(targets < 0) | (targets >= classes)]
+    if bad.numel():
+        raise InputError(
+            f"target {int(bad[0])} is out of range for an output with {classes} entries (0..{classes - 1})"
+        )
+    targets = targets.long()
+    if targets.numel() == 1:
+        targets = targets.expand(samples)
+    if targets.numel() != samples:
+        raise InputError(f"{targets.numel()} targets given for {samples} samples")
+    return targets
 
 
 def propagate(
@@ -178,7 +200,10 @@ def propagate(
         for node in reversed(graph.nodes):
             if keep_relevance is not None:
                 keep_relevance[node.id] = relevance.get(node.output, torch.zeros_like(values[node.output]))
-            records.append(_backward_node(node, chosen[node.id], values, relevance, params[node.id]))
+            try:
+                records.append(_backward_node(node, chosen[node.id], values, relevance, params[node.id]))
+            except ConfigError as exc:  # e.g. zbox bounds that do not fit: name the node
+                raise ConfigError(f"node {node.id!r} ({chosen[node.id].describe()}): {exc}") from exc
             if keep_relevance is None and node.output not in graph.outputs:
                 del values[node.output]  # its consumers are done: free the activation now
     records.reverse()

@@ -182,7 +182,7 @@ def test_report_of_failing_and_passing_runs_matches_design_and_schema(failing, p
     report = build_report([failing, passing])
     validate(report)
     json.loads(json.dumps(report, allow_nan=False))
-    assert report["schema_version"] == "1.0"
+    assert report["schema_version"] == "1.1"
     assert report["tool"] == {"name": "lrpaudit", "version": lrpaudit.__version__}
     env = report["environment"]
     assert env["torch"] == torch.__version__.split("+")[0] or env["torch"].startswith(torch.__version__[:3])

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ModelError
+from ..inputs import check_declared
 from ..ir import Graph
 from ..passes import canonicalize
 from .onnx import file_sha256
@@ -138,7 +139,7 @@ class TorchScriptModel:
                     f"input for {name!r} (a scripted module); give --input-shape, e.g. --input-shape 1,3,32,32"
                 )
             shapes[name] = [None, *shape[1:]]
-        return shapes
+        return check_declared(shapes, self.path)
 
     def set_input_shapes(self, shapes: dict[str, tuple[int, ...]]) -> None:
         """Full input shapes (batch included) by forward argument name; ``"*"`` names the first argument."""

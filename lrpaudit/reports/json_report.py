@@ -30,7 +30,7 @@ from pathlib import Path
 from .. import __version__
 from ._common import atomic_write_text, gated_metric, metric_value, run_label, severity
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 SCHEMA_FILE = "report.schema.json"
 LAYER_KEYS = (
     "id",
@@ -178,6 +178,7 @@ def _sample(result, position: int) -> dict:
             "rel_error": sample.rel_error,
             "rel_unexplained": sample.rel_unexplained,
             "output_scale": sample.output_scale,
+            "nothing_to_explain": sample.nothing_to_explain,
             "totals": {key: sample.totals.get(key) for key in SAMPLE_CATEGORIES},
             "verdict": sample.verdict,
         }
