@@ -45,15 +45,44 @@ def guarded(fn):
             sys.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
+        except MemoryError:  # a limit, not a bug
+            _err("lrpaudit: error: out of memory: lower --batch-size, or audit smaller inputs")
+            sys.exit(EXIT_USAGE)
         except Exception as exc:  # a bug: short message, traceback to a file
-            log = Path(tempfile.gettempdir()) / "lrpaudit-traceback.txt"
-            log.write_text(traceback.format_exc())
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
             _err(
-                f"lrpaudit: internal error: {type(exc).__name__}: {exc} (traceback in {log}; please report it)"
+                f"lrpaudit: internal error: {type(exc).__name__}: {first} ({_save_traceback()}; please report it)"
             )
             sys.exit(EXIT_INTERNAL)
 
     return wrapper
+
+
+def _open_log() -> tuple[int, Path]:
+    """``<tmp>/lrpaudit-traceback.txt`` if it is ours and not a link (a shared /tmp may hold a planted symlink),
+    else a fresh private temp file."""
+    log = Path(tempfile.gettempdir()) / "lrpaudit-traceback.txt"
+    try:
+        handle = os.open(log, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        if os.fstat(handle).st_uid == os.getuid():
+            os.ftruncate(handle, 0)
+            return handle, log
+        os.close(handle)
+    except (OSError, AttributeError):
+        pass
+    handle, name = tempfile.mkstemp(prefix="lrpaudit-traceback-", suffix=".txt")
+    return handle, Path(name)
+
+
+def _save_traceback() -> str:
+    """Write the current traceback to a file of ours; says where (or why it could not)."""
+    try:
+        handle, log = _open_log()
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(traceback.format_exc())
+    except OSError as exc:
+        return f"the traceback could not be saved: {exc.strerror or exc}"
+    return f"traceback in {log}"
 
 
 def _parse_shape(text: str | None) -> dict[str, tuple[int, ...]] | None:
@@ -64,9 +93,12 @@ def _parse_shape(text: str | None) -> dict[str, tuple[int, ...]] | None:
     for part in text.split(";"):
         name, _, dims = part.rpartition("=")
         try:
-            shapes[name or "*"] = tuple(int(d) for d in dims.split(","))
+            shape = tuple(int(d) for d in dims.split(","))
         except ValueError as exc:
             raise click.BadParameter(f"not a shape: {part!r} (expected e.g. 1,3,32,32)") from exc
+        if any(d < 1 for d in shape):
+            raise click.BadParameter(f"not a shape: {part!r} (every dimension must be >= 1)")
+        shapes[name or "*"] = shape
     return shapes
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from rich.console import Console
 
 from .cli import EXIT_FAIL, EXIT_OK, _err, _parse_shape, guarded, main
-from .errors import InputError
+from .errors import InputError, OutputError
 
 
 def _target(value: str | None):
@@ -33,14 +33,19 @@ def _input_shapes(model, text: str | None):
 
 
 def _save_relevance(path: Path, relevance: dict[str, np.ndarray]) -> None:
-    """Atomic .npz write: a temp file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    """Atomic .npz write: a temp file in the same folder, then rename; an OS failure is an OutputError."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     os.close(handle)
     try:
         with open(tmp, "wb") as out:
             np.savez(out, **relevance)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -128,6 +133,7 @@ def run_one(model_path: Path, options: dict):
             rule_sources=assignment.sources,
             input_shapes=shapes,
             on_batch=progress,
+            allow_empty=options.get("allow_empty", False),
         )
     finally:
         progress.close()
@@ -169,6 +175,11 @@ def run_one(model_path: Path, options: dict):
 @click.option(
     "--exit-zero", is_flag=True, help="Exit 0 even when conservation fails (errors still exit 2/3)."
 )
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Accept an audit that checks nothing (no samples, no layers, nothing to explain) instead of exit 2.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Wide table with every accounting column.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the one-line verdict on stderr.")
 @guarded
@@ -193,12 +204,14 @@ def check(
     baseline,
     verify_rules,
     exit_zero,
+    allow_empty,
     verbose,
     quiet,
 ):
     """Audit LRP conservation of each MODEL; exit 0 pass, 1 fail, 2 bad input, 3 internal error."""
     from .reports import github
     from .reports import json_report as json_reports
+    from .reports._common import check_writable
     from .reports.junit import write_junit
     from .reports.markdown import build_markdown, write_markdown
     from .reports.table import render_checks, render_layers, render_samples, summary_line
@@ -232,12 +245,18 @@ def check(
         "verify_rules": verify_rules,
         "save_relevance": save_relevance,
         "quiet": quiet,
+        "allow_empty": allow_empty,
     }
     old_report = None
     if baseline is not None:  # a bad baseline is a usage error: say so before auditing anything
         from .reports.baseline import compare, load_baseline
 
         old_report = load_baseline(baseline)
+    for output in (json_report, junit_xml, markdown):  # an unwritable report fails before the audit
+        if output is not None:
+            check_writable(output)
+    if save_relevance is not None:
+        check_writable(save_relevance, folders_made=True)
     results = [run_one(path, options) for path in models]
     report = json_reports.build_report(results)
     regressions = None

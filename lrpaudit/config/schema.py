@@ -62,7 +62,7 @@ def describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, str):
-        return f"string {value!r}"
+        return f"string {value[:60] + '...' if len(value) > 60 else value!r}"
     if isinstance(value, (int, float)):
         return f"number {value}"
     if isinstance(value, list):

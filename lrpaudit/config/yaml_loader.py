@@ -119,6 +119,8 @@ def load_yaml(text: str) -> tuple[Any, Positions]:
     """Parse one YAML document into plain data and positions; raise :class:`YamlError` on any problem."""
     try:
         root = yaml.compose(text, Loader=StrictLoader)
+    except RecursionError:
+        raise YamlError(1, 1, (), "invalid YAML: nested too deeply") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -164,7 +166,10 @@ def load_yaml(text: str) -> tuple[Any, Positions]:
             *_mark(node), path, f"unsupported YAML node {type(node).__name__}"
         )  # pragma: no cover
 
-    return convert(root, ()), positions
+    try:
+        return convert(root, ()), positions
+    except RecursionError:
+        raise YamlError(1, 1, (), "invalid YAML: nested too deeply") from None
 
 
 def dotted(path: Path_) -> str:

@@ -124,6 +124,21 @@ def ranked_failures(results) -> list[Failure]:
     return sorted(layers, key=key) + sorted(samples, key=key)
 
 
+def check_writable(path, folders_made: bool = False) -> None:
+    """Fail before a long audit when ``path`` cannot be written: a folder in its place, or a missing or read-only
+    folder (``folders_made``: the writer creates missing folders itself)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+    folder = path.parent
+    while folders_made and not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {path}: no such folder {folder}")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"cannot write {path}: folder {folder} is not writable")
+
+
 def atomic_write_text(path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` all or nothing: a temp file in the same folder, fsync, ``os.replace``.
 
