@@ -162,6 +162,9 @@ class Context:
             shapes = [list(self.examples[v].shape) for v in node.inputs if v in self.examples]
             weights = {k2: list(t.shape) for k2, t in meta_params.items()}
             self.fail(f"the node does not fit its inputs {shapes} and weights {weights} ({_brief(exc)})")
+        problem = _channel_params(node, tuple(self.examples[output].shape))
+        if problem:
+            self.fail(problem)
         self.nodes.append(node)
         return output
 
@@ -201,6 +204,19 @@ _NON_FOLDABLE = {
     "Multinomial",
     "Bernoulli",
 }
+
+
+def _channel_params(node: Node, out: tuple[int, ...]) -> str | None:
+    """Per-channel params of linear-type nodes must have one entry per output channel (shape-only runs on meta
+    tensors do not check a convolution's bias)."""
+    if node.op not in ("linear", "conv", "conv_transpose", "affine"):
+        return None
+    channels = out[-1] if node.op == "linear" else (out[1] if len(out) > 1 else None)
+    for key in ("weight", "bias") if node.op == "affine" else ("bias",):
+        tensor = node.params.get(key)
+        if tensor is not None and tuple(tensor.shape) != (channels,):
+            return f"its {key} has shape {list(tensor.shape)}; expected [{channels}], one per output channel"
+    return None
 
 
 def _brief(exc: BaseException) -> str:

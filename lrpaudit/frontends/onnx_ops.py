@@ -194,6 +194,10 @@ def batch_norm(ctx: Context, node: onnx.NodeProto) -> None:
         ctx.fail("BatchNormalization statistics must be constant")
     gamma, beta, mean, var = (ctx.const(name).astype(np.float64) for name in node.input[1:5])
     eps = float(ctx.attr(node, "epsilon", 1e-5))
+    if not np.all(var + eps >= 0):
+        ctx.fail(
+            "BatchNormalization has a negative or NaN variance + epsilon (a broken model: its output is NaN)"
+        )
     scale = gamma / np.sqrt(var + eps)
     shift = beta - mean * scale
     ctx.emit(

@@ -243,7 +243,7 @@ def load_torchscript(
                 module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{path}: torch.jit.load failed: {first}") from exc
+            raise ModelError(f"{path}: torch.jit.load failed: {first.rstrip(': ')[:300]}") from exc
     module.eval()
     model = TorchScriptModel(path=path, module=module)
     model.example_shapes = _recorded_shapes(module, model.input_names)
