@@ -189,6 +189,8 @@ def audit(
         if on_batch:
             on_batch(len(samples), batch.size)
     notes = notes + _nothing_to_explain(model, samples, inputs, allow_empty)
+    if samples and not layers:
+        notes.append("the audit checked nothing: the graph has no layers (its output is its input)")
     return AuditResult(
         model_path=str(model.path),
         model_format=model.format,

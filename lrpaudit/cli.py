@@ -95,9 +95,13 @@ def _parse_shape(text: str | None) -> dict[str, tuple[int, ...]] | None:
         try:
             shape = tuple(int(d) for d in dims.split(","))
         except ValueError as exc:
-            raise click.BadParameter(f"not a shape: {part!r} (expected e.g. 1,3,32,32)") from exc
+            raise click.BadParameter(
+                f"not a shape: {part!r} (expected e.g. 1,3,32,32)", param_hint="'--input-shape'"
+            ) from exc
         if any(d < 1 for d in shape):
-            raise click.BadParameter(f"not a shape: {part!r} (every dimension must be >= 1)")
+            raise click.BadParameter(
+                f"not a shape: {part!r} (every dimension must be >= 1)", param_hint="'--input-shape'"
+            )
         shapes[name or "*"] = shape
     return shapes
 
