@@ -808,3 +808,68 @@ def test_packaging_ships_every_package_and_the_presets():
     assert tool["package-dir"] == {"lrpaudit.presets": "configs"}
     assert tool["package-data"]["lrpaudit.presets"] == ["*.yaml"]
     assert presets_dir().resolve() in (ROOT / "configs", Path(lrpaudit.__file__).parent / "presets")
+
+
+# ------------------------------------------------------------------------------------------------ remaining error paths
+
+
+def test_unreadable_file(here, monkeypatch):
+    write(here, RULES_OK)
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ConfigError, match=r"^lrp\.yaml: cannot read: Permission denied$"):
+        load_config("lrp.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "prefix", "fragment"),
+    [
+        ("version: 1\nextends: 5\n", "lrp.yaml:2:10: extends:", "expected a string, got number 5"),
+        ("version: 1\na: !!int abc\n", "lrp.yaml:2:4: a:", "not an integer: 'abc'"),
+        ("version: 1\na: !!bool yes\n", "lrp.yaml:2:4: a:", "not a boolean: 'yes'"),
+        ("version: 1\na: !!float abc\n", "lrp.yaml:2:4: a:", "not a number: 'abc'"),
+        (
+            "version: 1\nrules:\n  - match: {op: linear}\n    rule: zbox\n    low: [0, 0]\n    high: [1, 1, 1]\n",
+            "lrp.yaml:6:11: rules[0].high:",
+            "low and high have shapes that do not broadcast",
+        ),
+    ],
+)
+def test_more_value_errors(here, text, prefix, fragment):
+    assert_error(text, here, prefix, fragment)
+
+
+def test_aliases_that_expand_past_the_node_limit(here):
+    lines = ["version: 1", "a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 6)]
+    assert_error("\n".join(lines) + "\n", here, "lrp.yaml:", "document too large (over 100000 nodes")
+
+
+def test_config_and_preset_together():
+    with pytest.raises(ConfigError, match=r"give a config file or a preset, not both .*extends: zero"):
+        load_config("lrp.yaml", "zero")
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"colour": "red"}, "command line: unknown setting 'colour' (settings:"),
+        ({"gate": "loose"}, "command line: gate must be one of strict, explained, got 'loose'"),
+        ({"layer_rtol": 0.0}, "command line: layer_rtol must be a finite number > 0, got 0.0"),
+        ({"end_to_end_rtol": float("nan")}, "end_to_end_rtol must be a finite number > 0, got nan"),
+        ({"target": -1}, "command line: target must be 'predicted' or a class index >= 0, got -1"),
+        ({"target": True}, "target must be 'predicted' or a class index >= 0, got True"),
+    ],
+)
+def test_command_line_overrides_are_checked(values, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config(preset="zero").with_overrides(**values)
+    assert fragment in str(info.value)
+
+
+def test_long_strings_are_quoted_briefly(here):
+    error = config_error("version: 1\nexplain: " + "x" * 500 + "\n", here)
+    assert len(str(error)) < 250 and "..." in str(error)
