@@ -49,6 +49,9 @@ def guarded(fn):
             _err("lrpaudit: error: out of memory: lower --batch-size, or audit smaller inputs")
             sys.exit(EXIT_USAGE)
         except Exception as exc:  # a bug: short message, traceback to a file
+            if _out_of_memory(exc):
+                _err("lrpaudit: error: out of memory: lower --batch-size, or audit smaller inputs")
+                sys.exit(EXIT_USAGE)
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
             _err(
                 f"lrpaudit: internal error: {type(exc).__name__}: {first} ({_save_traceback()}; please report it)"
@@ -56,6 +59,14 @@ def guarded(fn):
             sys.exit(EXIT_INTERNAL)
 
     return wrapper
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """torch reports a failed allocation as a RuntimeError (CPU) or torch.OutOfMemoryError (CUDA)."""
+    oom = getattr(sys.modules.get("torch"), "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(exc)
 
 
 def _open_log() -> tuple[int, Path]:

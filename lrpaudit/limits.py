@@ -6,6 +6,10 @@ Two guards, both InputErrors (exit 2) that name the model and the numbers:
 - one batch's activations, counted from the shapes the IR was specialized on, times ``COPIES`` (the activations,
   the relevance flowing back and the rules' temporaries), must fit in the memory available now (``MemAvailable``,
   and the cgroup limit when there is one); the message suggests a smaller ``--batch-size``.
+
+A TorchScript graph is built by running the module once on a sample of the input shape, so a blow-up inside it
+is met as an allocation failure; the command line reports any out-of-memory condition (``MemoryError``, torch's
+allocator errors) as exit 2 with the same suggestion, never as an internal error.
 """
 
 from __future__ import annotations

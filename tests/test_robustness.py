@@ -199,7 +199,7 @@ MODEL_CASES = {
     "cycle": (_graph_edit(_set_input(0, 0, "r")), ["cycle", "'fc1' (Gemm)"]),
     "no outputs": (_graph_edit(_no_outputs), ["declares no outputs"]),
     "no inputs": (_graph_edit(_no_inputs), ["declares no inputs"]),
-    "unknown op": (_graph_edit(_op("FooBar")), ["FooBar"]),
+    "unknown op": (_graph_edit(_op("FooBar")), ["node 'relu' (FooBar)", "unknown op 'FooBar'", "opset 17"]),
     "unsupported op": (_graph_edit(_op("Neg")), ["'relu'", "Neg", "opset 17", "unsupported op"]),
     "opset too new": (_graph_edit(_opset(999)), ["opset 999", "newer than the installed onnx"]),
     "opset onnxruntime lacks": (_cnn_opset_6, ["onnxruntime cannot load", "BatchNormalization(6)"]),
@@ -779,9 +779,17 @@ def test_an_internal_error_exits_3_with_a_private_traceback_file(files, tmp_path
     assert log.parent == tmp_path and "simulated bug" in log.read_text()
 
 
-def test_out_of_memory_is_a_limit_not_a_bug(files, monkeypatch):
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: 8 TB"),
+        torch.OutOfMemoryError("CUDA out of memory"),
+    ],
+)
+def test_out_of_memory_is_a_limit_not_a_bug(files, monkeypatch, error):
     def exhausted(*args, **kwargs):
-        raise MemoryError
+        raise error
 
     monkeypatch.setattr(api, "propagate", exhausted)
     assert_one_line_error(check(files.onnx, "--random", "2"), "out of memory", "--batch-size")

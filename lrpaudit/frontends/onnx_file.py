@@ -40,6 +40,7 @@ def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
         raise ModelError(f"{path}: not an ONNX model (no graph found in the protobuf)")
     _check_opset(model, path)
     check_structure(model.graph, path)
+    _check_op_names(model, path)
     folder = path.parent.resolve()
     for location in _external_locations(model):
         target = (folder / location).resolve()
@@ -67,6 +68,16 @@ def _check_opset(model: onnx.ModelProto, path: Path) -> None:
             f"{path}: opset {opset} is newer than the installed onnx {onnx.__version__} knows (up to {known}); "
             "upgrade onnx and onnxruntime, or export with an older opset"
         )
+
+
+def _check_op_names(model: onnx.ModelProto, path: Path) -> None:
+    """An op type that no ONNX opset defines is named with its node (the checker's message does not name it)."""
+    opset = default_opset(model)
+    for node in model.graph.node:
+        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
+            raise ModelError(
+                f"{path}: node {_label(node)}: unknown op {node.op_type!r} (not an ONNX operator; opset {opset})"
+            )
 
 
 def check_structure(graph: onnx.GraphProto, path: str | os.PathLike) -> None:
