@@ -21,7 +21,7 @@ from .errors import InputError
 from .fidelity import FidelityResult, check_fidelity
 from .forward import cast_params
 from .frontends import load_model
-from .inputs import Batch, check_shape_names, file_batches, fixed_batch, random_batches
+from .inputs import Batch, array_batches, check_shape_names, file_batches, fixed_batch, random_batches
 from .ir import Graph
 from .limits import check_batch_memory
 from .passes import strip_output_softmax
@@ -90,16 +90,7 @@ def _batches(model, inputs, random: int | None, seed: int, batch_size: int, inpu
     if isinstance(inputs, np.ndarray):
         inputs = {next(iter(declared)): inputs}
     if isinstance(inputs, dict):
-        arrays = {k: np.asarray(v) for k, v in inputs.items()}
-        count = next(iter(arrays.values())).shape[0]
-        return [
-            Batch(
-                {k: v[s : s + batch_size] for k, v in arrays.items()},
-                [f"array#{i}" for i in range(s, min(s + batch_size, count))],
-                s,
-            )
-            for s in range(0, count, batch_size)
-        ]
+        return array_batches(inputs, declared, batch_size)
     return inputs
 
 

@@ -256,11 +256,30 @@ def file_batches(
     """Samples from files, re-batched to ``batch_size``, lazily: a ``.npy`` file is read one batch at a time."""
     index = 0
     for arrays, source in load_arrays(path, declared):
-        count = next(iter(arrays.values())).shape[0]
-        for start in range(0, count, batch_size):
-            size = min(batch_size, count - start)
-            chunk = {
-                name: _finish(name, a[start : start + size], source, start) for name, a in arrays.items()
-            }
-            yield Batch(chunk, [f"{source}#{start + i}" for i in range(size)], index)
-            index += size
+        yield from _chunks(arrays, source, batch_size, index)
+        index += next(iter(arrays.values())).shape[0]
+
+
+def array_batches(
+    arrays: dict[str, np.ndarray], declared: dict[str, list[int | str | None]], batch_size: int
+) -> Iterator[Batch]:
+    """In-memory arrays by graph input name (the Python API), checked and batched exactly like files."""
+    missing = [name for name in declared if name not in arrays]
+    if missing:
+        raise InputError(f"no array given for graph inputs {missing} (given: {list(arrays)})")
+    checked = {
+        name: _check_array(name, np.asarray(arrays[name]), dims, "array") for name, dims in declared.items()
+    }
+    sizes = {a.shape[0] for a in checked.values()}
+    if len(sizes) != 1:
+        raise InputError(f"the input arrays have different sample counts {sorted(sizes)}")
+    yield from _chunks(checked, "array", batch_size, 0)
+
+
+def _chunks(arrays: dict[str, np.ndarray], source: str, batch_size: int, index: int) -> Iterator[Batch]:
+    """Consecutive batches of one source, each read, checked and converted on its own."""
+    count = next(iter(arrays.values())).shape[0]
+    for start in range(0, count, batch_size):
+        size = min(batch_size, count - start)
+        chunk = {name: _finish(name, a[start : start + size], source, start) for name, a in arrays.items()}
+        yield Batch(chunk, [f"{source}#{start + i}" for i in range(size)], index + start)

@@ -801,3 +801,20 @@ def test_bad_device_is_a_usage_error(files):
     assert result.exit_code == 2
     with pytest.raises(InputError, match="not a device"):
         api.audit(files.onnx, Rule("epsilon"), random=1, device="tpu")
+
+
+def test_api_arrays_are_checked_like_files(files):
+    good = np.random.default_rng(3).standard_normal((4, 3))
+    result = api.audit(files.onnx, Rule("epsilon"), good, batch_size=3)
+    assert [s.source for s in result.samples] == ["array#0", "array#1", "array#2", "array#3"]
+    bad = good.copy()
+    bad[2, 1] = np.nan
+    cases = [
+        (bad, r"array: input 'x' contains NaN or Inf values \(sample 2\)"),
+        (np.ones((2, 5)), r"array: input 'x' expects size 3 on axis 1"),
+        (np.array([["a", "b", "c"]]), r"dtype <U1"),
+        ({"y": good}, r"no array given for graph inputs \['x'\]"),
+    ]
+    for inputs, pattern in cases:
+        with pytest.raises(InputError, match=pattern):
+            api.audit(files.onnx, Rule("epsilon"), inputs)
