@@ -78,6 +78,32 @@ def test_byte_mutations_of_an_onnx_file(cnn_bytes, folder, data):
     assert_clean(audit(path))
 
 
+@pytest.fixture(scope="module")
+def archive_bytes(tmp_path_factory) -> bytes:
+    import torch
+    from torch import nn
+
+    path = tmp_path_factory.mktemp("fuzz_ts") / "mlp.pt"
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        torch.jit.trace(net, torch.randn(1, 3)).save(str(path))
+    return path.read_bytes()
+
+
+@FUZZ
+@given(data=st.data())
+def test_byte_mutations_of_a_torchscript_archive(archive_bytes, folder, data):
+    """Damaged zip headers, names and entries: refused before or by torch.jit.load, never a crash."""
+    raw = bytearray(archive_bytes)
+    if data.draw(st.booleans()):
+        raw = raw[: data.draw(st.integers(1, len(raw) - 1))]
+    for _ in range(data.draw(st.integers(1, 6))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    path = folder / "model.pt"
+    path.write_bytes(bytes(raw))
+    assert_clean(audit(path))
+
+
 # ---------------------------------------------------------------- field edits through the onnx helper API
 
 

@@ -74,10 +74,17 @@ def _check_op_names(model: onnx.ModelProto, path: Path) -> None:
     """An op type that no ONNX opset defines is named with its node (the checker's message does not name it)."""
     opset = default_opset(model)
     for node in model.graph.node:
-        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
+        if node.domain in ("", "ai.onnx") and not _is_onnx_op(node.op_type):
             raise ModelError(
                 f"{path}: node {_label(node)}: unknown op {node.op_type!r} (not an ONNX operator; opset {opset})"
             )
+
+
+def _is_onnx_op(op_type: str) -> bool:
+    try:
+        return onnx.defs.has(op_type)
+    except Exception:  # a damaged name (not valid UTF-8) is no operator
+        return False
 
 
 def check_structure(graph: onnx.GraphProto, path: str | os.PathLike) -> None:

@@ -48,7 +48,11 @@ def check_archive(path: Path) -> bool:
 
     Returns whether the archive holds the example inputs of a trace (``traced_inputs.pkl``).
     """
-    if not zipfile.is_zipfile(path):
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except Exception as exc:  # e.g. a damaged end record that claims several disks
+        raise ModelError(f"{path}: is not a readable zip archive ({type(exc).__name__}: {exc})") from exc
+    if not is_zip:
         with open(path, "rb") as handle:
             head = handle.read(2)
         if head[:1] == b"\x80":
@@ -62,8 +66,10 @@ def check_archive(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelError(f"{path}: is not a readable zip archive ({exc})") from exc
+    except (
+        Exception
+    ) as exc:  # zipfile also raises UnicodeDecodeError, NotImplementedError ... on damaged headers
+        raise ModelError(f"{path}: is not a readable zip archive ({type(exc).__name__}: {exc})") from exc
     roots = sorted({name.split("/", 1)[0] for name in names if "/" in name})
     if len(roots) != 1:
         raise ModelError(
