@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .limits import check_input_memory
 
 MAX_SAMPLE_ELEMENTS = 1 << 28  # per input, per sample: refused before allocating (see the module docstring)
 
@@ -131,6 +132,12 @@ def random_batches(
 ) -> Iterator[Batch]:
     """``count`` standard-normal samples per input, drawn deterministically from ``seed``, in batches."""
     rng = np.random.default_rng(seed)
+    first = min(batch_size, count)
+    shapes = {
+        name: concrete_shape(dims, first, name, (input_shapes or {}).get(name))[1:]
+        for name, dims in declared.items()
+    }
+    check_input_memory(first, shapes, 8, "--random")
     for start in range(0, count, batch_size):
         size = min(batch_size, count - start)
         arrays = {
@@ -279,6 +286,8 @@ def array_batches(
 def _chunks(arrays: dict[str, np.ndarray], source: str, batch_size: int, index: int) -> Iterator[Batch]:
     """Consecutive batches of one source, each read, checked and converted on its own."""
     count = next(iter(arrays.values())).shape[0]
+    shapes = {name: tuple(a.shape[1:]) for name, a in arrays.items()}
+    check_input_memory(min(batch_size, count), shapes, 8, source)
     for start in range(0, count, batch_size):
         size = min(batch_size, count - start)
         chunk = {name: _finish(name, a[start : start + size], source, start) for name, a in arrays.items()}

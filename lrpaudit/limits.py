@@ -1,8 +1,10 @@
 """Resource limits checked before anything large is allocated.
 
-Two guards, both InputErrors (exit 2) that name the model and the numbers:
+Three guards, all InputErrors (exit 2) that name the model and the numbers:
 - one sample of one input may hold at most ``inputs.MAX_SAMPLE_ELEMENTS`` (2**28) elements: declared shapes such
   as ``[1, 3, 100000, 100000]`` are refused before a sample is drawn or read;
+- one batch of inputs (8 bytes an element: random draws are float64) must fit in the memory available now,
+  checked before it is drawn or read;
 - one batch's activations, counted from the shapes the IR was specialized on, times ``COPIES`` (the activations,
   the relevance flowing back and the rules' temporaries), must fit in the memory available now (``MemAvailable``,
   and the cgroup limit when there is one); the message suggests a smaller ``--batch-size``.
@@ -39,6 +41,19 @@ def available_memory() -> int | None:
     except (OSError, ValueError):
         pass
     return free
+
+
+def check_input_memory(
+    batch: int, sample_shapes: dict[str, tuple[int, ...]], itemsize: int, where: str
+) -> None:
+    """Refuse to draw or read one batch of inputs that cannot fit in the available memory."""
+    need = batch * itemsize * sum(math.prod(shape) for shape in sample_shapes.values())
+    available = available_memory()
+    if available is not None and need > available:
+        raise InputError(
+            f"{where}: one batch of {batch} inputs needs {need / 2**30:.3g} GiB, more than the "
+            f"{available / 2**30:.3g} GiB available; lower --batch-size"
+        )
 
 
 def batch_memory(graph: Graph, itemsize: int) -> int:

@@ -271,6 +271,16 @@ def test_huge_input_shape_flag_is_refused(files):
     assert MAX_SAMPLE_ELEMENTS == 2**28
 
 
+def test_an_input_batch_beyond_the_available_memory_is_refused(files, monkeypatch):
+    monkeypatch.setattr("lrpaudit.limits.available_memory", lambda: 10_000)
+    line = assert_one_line_error(check(files.onnx, "--random", "1000", "--batch-size", "1000"), "--random")
+    assert "one batch of 1000 inputs needs" in line and "lower --batch-size" in line
+    monkeypatch.setattr("lrpaudit.limits.available_memory", lambda: 100)
+    assert_one_line_error(
+        check(files.onnx, "--inputs", files.inputs), str(files.inputs), "one batch of 5 inputs"
+    )
+
+
 def test_batch_memory_beyond_what_is_available_is_refused(files):
     graph = load_model(files.onnx).graph({"x": (4, 3)})
     check_batch_memory(graph, 8, "m.onnx", available=10**9)  # fits
