@@ -137,6 +137,12 @@ def run_one(model_path: Path, options: dict):
         )
     finally:
         progress.close()
+    vacuous = sum(sample.nothing_to_explain for sample in result.samples)
+    if vacuous:  # never a silent pass: say so even with -q or --format json
+        _err(
+            f"lrpaudit: warning: {model_path}: {vacuous} of {len(result.samples)} samples have nothing to explain "
+            "(the explained output is exactly 0)"
+        )
     result.config = {
         "name": config.name,
         "path": str(config.path) if config.path else None,

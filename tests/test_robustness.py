@@ -14,6 +14,7 @@ import os
 import pickle
 import tracemalloc
 import types
+import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
@@ -552,6 +553,7 @@ def test_non_finite_weights_fail_as_non_finite_in_valid_json(files, tmp_path, va
     no_traceback(result)
     assert result.exit_code == 1, result.output
     assert "NON_FINITE" in result.stdout and "NaN/Inf at fc2" in result.stdout
+    ET.parse(tmp_path / "a.xml")  # well-formed JUnit with the non-finite figures
     data = strict_json(report.read_text())
     row = next(r for r in data["runs"][0]["layers"] if r["id"] == "fc2")
     assert row["verdict"] == "non_finite" and row["non_finite"] is True and row["rel_error"] is None
@@ -609,8 +611,11 @@ def test_a_target_with_zero_output_is_flagged_not_divided_by(files, tmp_path):
     assert any(
         "1 of 3 samples have nothing to explain" in note and "samples 0" in note for note in run["notes"]
     )
+    assert f"lrpaudit: warning: {path}: 1 of 3 samples have nothing to explain" in result.stderr
     table = check(path, "--inputs", inputs)
     assert "note: 1 of 3 samples have nothing to explain" in table.stdout.replace("\n", " ")
+    quiet = check(path, "--inputs", inputs, "-q")
+    assert "1 of 3 samples have nothing to explain" in quiet.stderr
 
 
 def test_all_targets_with_zero_output_is_an_empty_audit(tmp_path):
