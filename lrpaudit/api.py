@@ -152,7 +152,10 @@ def audit(
         if check_forward:
             fidelity = _worse(fidelity, check_fidelity(model, model.graph(_shapes(batch)), _feeds(batch)))
         feeds = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.arrays.items()}
-        result = propagate(graph, feeds, chosen, init, target, torch_dtype, device, params=params)
+        try:
+            result = propagate(graph, feeds, chosen, init, target, torch_dtype, device, params=params)
+        except InputError as exc:  # e.g. a target out of range: name the model it does not fit
+            raise InputError(f"{model.path}: {exc}") from exc
         notes = result.notes
         for node, record in zip(graph.nodes, result.records):
             if node.id not in layers:

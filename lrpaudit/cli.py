@@ -23,6 +23,11 @@ def _err(message: str) -> None:
     click.echo(message, err=True)
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (a name read from a damaged file may hold a newline)."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def guarded(fn):
     """Turn every failure into a one-line message and the documented exit code, never a bare traceback."""
 
@@ -33,7 +38,7 @@ def guarded(fn):
         try:
             return fn(*args, **kwargs)
         except LrpauditError as exc:
-            _err(f"lrpaudit: error: {exc}")
+            _err(f"lrpaudit: error: {one_line(str(exc))}")
             sys.exit(exc.exit_code)
         except BrokenPipeError:
             # The reader went away (`lrpaudit rules | head`): stop quietly, like other Unix tools.
@@ -52,7 +57,7 @@ def guarded(fn):
             if _out_of_memory(exc):
                 _err("lrpaudit: error: out of memory: lower --batch-size, or audit smaller inputs")
                 sys.exit(EXIT_USAGE)
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            first = one_line(str(exc).strip().splitlines()[0][:300]) if str(exc).strip() else ""
             _err(
                 f"lrpaudit: internal error: {type(exc).__name__}: {first} ({_save_traceback()}; please report it)"
             )

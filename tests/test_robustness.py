@@ -635,7 +635,7 @@ def test_all_targets_with_zero_output_is_an_empty_audit(tmp_path):
     [("7", "target 7 is out of range for an output with 2 entries"), ("-1", "target -1 is out of range")],
 )
 def test_target_out_of_range(files, target, needle):
-    assert_one_line_error(check(files.onnx, "--random", "2", "--target", target), needle)
+    assert_one_line_error(check(files.onnx, "--random", "2", "--target", target), str(files.onnx), needle)
 
 
 # ================================================================ configs
@@ -833,3 +833,10 @@ def test_api_arrays_are_checked_like_files(files):
     for inputs, pattern in cases:
         with pytest.raises(InputError, match=pattern):
             api.audit(files.onnx, Rule("epsilon"), inputs)
+
+
+def test_a_name_with_a_newline_stays_on_one_line(tmp_path):
+    model = copy(mlp())
+    model.graph.node[1].op_type = "\nRelu"
+    path = model_file(tmp_path, model)
+    assert_one_line_error(check(path, "--random", "2"), "unknown op '\\nRelu'")

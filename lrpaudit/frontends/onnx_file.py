@@ -112,7 +112,7 @@ def check_structure(graph: onnx.GraphProto, path: str | os.PathLike) -> None:
 
 
 def _label(node: onnx.NodeProto) -> str:
-    return f"{node.name or (node.output[0] if node.output else '?')!r} ({node.op_type})"
+    return f"{node.name or (node.output[0] if node.output else '?')!r} ({node.op_type[:60]})"
 
 
 def _cycle(graph: onnx.GraphProto, produced: set[str], producer: dict[str, int]) -> list[str]:
