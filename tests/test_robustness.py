@@ -127,6 +127,24 @@ def _opset(version: int):
     return edit
 
 
+def _ir_version(model):
+    model.ir_version = 99
+
+
+def _int64_input(model):
+    model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.INT64
+
+
+def _no_input_shape(model):
+    model.graph.input[0].type.tensor_type.ClearField("shape")
+
+
+def _short_external_data(folder: Path) -> Path:
+    model, raw = externalize(mlp(), "w.data")
+    (folder / "w.data").write_bytes(raw[:5])
+    return model_file(folder, model)
+
+
 def _bad_initializer(model):
     del model.graph.initializer[0].dims[:]  # rank 0 for 12 values: the checker lets it through
 
@@ -210,6 +228,10 @@ MODEL_CASES = {
         ["'conv' (Conv, opset 17)", "bias has shape [2, 1, 3, 3]; expected [2]"],
     ),
     "negative BatchNorm variance": (_cnn_edit(_negative_variance), ["'bn'", "negative or NaN variance"]),
+    "ir_version too new": (_graph_edit(_ir_version), ["invalid ONNX model", "ir_version 99"]),
+    "integer graph input": (_graph_edit(_int64_input), ["graph input 'x'", "INT64", "floating-point"]),
+    "input without a shape": (_graph_edit(_no_input_shape), ["invalid ONNX model", "'shape'"]),
+    "external data too short": (_short_external_data, ["cannot read external data", "'W1'"]),
     "missing external data": (_external("w.data", False), ["external data file 'w.data' is missing"]),
     "external data escapes": (_external("../x.data", True), ["'../x.data'", "escapes the model's folder"]),
     "external data absolute": (_external("/etc/hostname", False), ["'/etc/hostname'", "escapes"]),
