@@ -143,9 +143,24 @@ def main() -> None:
 @click.option(
     "--final-only", is_flag=True, help="Compare only final outputs with the runtime (default: every tensor)."
 )
+@click.option(
+    "-c", "--config", "config_path", type=click.Path(path_type=Path), help="Show the rule each node gets."
+)
+@click.option("--preset", help="Show the rules of a preset instead of a config file.")
 @guarded
-def inspect(model_path: Path, random_n: int, seed: int, input_shape: str | None, final_only: bool) -> None:
-    """Print the canonical IR of MODEL and prove its forward pass against the model's runtime."""
+def inspect(
+    model_path: Path,
+    random_n: int,
+    seed: int,
+    input_shape: str | None,
+    final_only: bool,
+    config_path: Path | None,
+    preset: str | None,
+) -> None:
+    """Print the canonical IR of MODEL and prove its forward pass against the model's runtime.
+
+    With -c/--preset, each node also shows its rule and the config line that chose it.
+    """
     from .api import inspect_model
     from .reports.ir_table import render_fidelity, render_ir
 
@@ -155,8 +170,20 @@ def inspect(model_path: Path, random_n: int, seed: int, input_shape: str | None,
 
         names = load_model(model_path).input_names
         shapes = {names[0]: shapes["*"]}
+    if config_path and preset:
+        raise click.UsageError("give either -c/--config or --preset, not both")
     model, graph, fidelity = inspect_model(model_path, random_n, seed, not final_only, shapes)
-    render_ir(graph)
+    assignment = None
+    if config_path or preset:
+        from .config import load_config
+        from .passes import strip_output_softmax
+
+        config = load_config(config_path, preset)
+        graph = strip_output_softmax(graph) if config.explain == "logits" else graph
+        assignment = config.assign(graph)
+        for warning in assignment.warnings:
+            _err(f"lrpaudit: warning: {warning}")
+    render_ir(graph, assignment=assignment)
     render_fidelity(fidelity)
     _err(
         f"lrpaudit: {model_path}: {len(graph.nodes)} IR nodes; forward fidelity {'ok' if fidelity.passed else 'FAILED'}"

@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..fidelity import FidelityResult
 from ..ir import Graph, table_rows
 
 
-def render_ir(graph: Graph, console: Console | None = None) -> None:
-    console = console or Console(width=160)
-    table = Table(title=f"IR of {graph.source.get('path', '?')} (opset {graph.source.get('opset', '-')})")
-    for header in ("id", "op", "inputs", "outputs", "params", "origin"):
+def render_ir(graph: Graph, console: Console | None = None, assignment=None) -> None:
+    """The IR table; with a config ``assignment``, each node's rule and the config line that chose it."""
+    console = console or Console(width=160 if assignment is None else 200)
+    title = f"IR of {graph.source.get('path', '?')} (opset {graph.source.get('opset', '-')})"
+    table = Table(title=escape(title))
+    headers = ["id", "op", "inputs", "outputs", "params", "origin"]
+    if assignment is not None:
+        headers += ["rule", "chosen by"]
+    for header in headers:
         table.add_column(header, overflow="fold")
     for row in table_rows(graph):
-        table.add_row(*(row[h] for h in ("id", "op", "inputs", "outputs", "params", "origin")))
+        cells = [row[h] for h in headers[:6]]
+        if assignment is not None:
+            rule = assignment.rules.get(row["id"])
+            rule_text = (
+                rule.describe() + ("" if rule.bias == "absorb" else f" bias={rule.bias}") if rule else "-"
+            )
+            cells += [rule_text, assignment.sources.get(row["id"], "-")]
+        table.add_row(*(escape(cell) for cell in cells))
     console.print(table)
     for note in graph.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {escape(note)}", highlight=False)
 
 
 def render_fidelity(result: FidelityResult, console: Console | None = None) -> None:
