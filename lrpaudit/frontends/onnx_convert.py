@@ -34,6 +34,11 @@ _TENSOR_DTYPES = {
 }
 
 
+def norm_axis(axis: int, rank: int) -> int:
+    """A possibly negative ONNX axis as a non-negative one."""
+    return axis + rank if axis < 0 else axis
+
+
 def converter(*op_types: str) -> Callable[[Converter], Converter]:
     def deco(fn: Converter) -> Converter:
         for op_type in op_types:
