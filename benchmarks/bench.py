@@ -3,7 +3,7 @@
     python benchmarks/bench.py                       # the default grid (see --help)
     python benchmarks/bench.py --models resnet18 --batches 1 8 --dtypes float32 --repeats 5
 
-Measured per (model, batch, dtype), medians over ``--repeats`` after one warm-up:
+Measured per (model, batch, dtype), medians over ``--repeats`` interleaved runs after one warm-up:
   (a) forward only                       (b) forward + plain backward (the floor for LRP)
   (c) Zennit attribution: EpsilonPlusFlat (with the ResNet/VGG canonizer) and plain Epsilon
   (d) lrpaudit full audit: ``lrpaudit.audit`` with the same composite (propagation, per-node accounting,
@@ -41,17 +41,6 @@ def _status(key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def measure(fn, repeats: int) -> float:
-    """Median seconds over ``repeats`` after a warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def peak_growth(fn) -> int:
@@ -189,9 +178,26 @@ def memory_of(name: str, batch: int, dtype: str, method: str, workdir: Path) -> 
     return json.loads(out.strip().splitlines()[-1])["peak_mb"]
 
 
+def measure_interleaved(table: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per method, with the methods' runs interleaved round-robin after one warm-up each.
+
+    Interleaving spreads any transient load on a shared machine over every method alike, so the ratios printed
+    side by side stay fair even when the absolute times wobble.
+    """
+    for fn in table.values():
+        fn()
+    samples: dict[str, list[float]] = {key: [] for key in table}
+    for _ in range(repeats):
+        for key, fn in table.items():
+            start = time.perf_counter()
+            fn()
+            samples[key].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
 def run_case(name: str, batch: int, dtype: str, repeats: int, workdir: Path, memory: bool) -> list[dict]:
     table = methods(name, batch, dtype, workdir)
-    times = {key: measure(fn, repeats) for key, fn in table.items()}
+    times = measure_interleaved(table, repeats)
     mem = {key: memory_of(name, batch, dtype, key, workdir) for key in table} if memory else {}
     rows = []
     for kind in ("epsilon_plus_flat", "epsilon"):

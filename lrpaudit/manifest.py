@@ -1,0 +1,281 @@
+"""Batch manifests: the strictly validated YAML that lists models, configs and runs for ``lrpaudit batch``.
+
+See ``lrpaudit/cli_batch.py`` for the format and the command that runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .config.schema import ConfigFileError, describe, error_at, unknown
+from .config.schema import _message as _config_message
+from .config.yaml_loader import Path_, Positions, YamlError, dotted, load_yaml
+from .errors import ConfigError
+
+MANIFEST_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------------ the schema
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class ModelSpec(_Strict):
+    path: str
+    name: str | None = None
+    inputs: str | None = None
+    random: Annotated[int, Field(ge=1)] | None = None
+    seed: int | None = None
+    input_shape: Any = None  # a string or a list of integers, checked by hand
+    batch_size: Annotated[int, Field(ge=1)] | None = None
+
+
+class ConfigSpec(_Strict):
+    preset: str | None = None
+    path: str | None = None
+    name: str | None = None
+
+
+class RunSpec(_Strict):
+    model: str
+    config: str
+
+
+class ManifestSpec(_Strict):
+    version: int
+    models: Annotated[list[ModelSpec], Field(min_length=1)]
+    configs: Annotated[list[ConfigSpec], Field(min_length=1)]
+    runs: Annotated[list[RunSpec], Field(min_length=1)] | None = None
+
+
+_FIELDS = {
+    (): list(ManifestSpec.model_fields),
+    ("models",): list(ModelSpec.model_fields),
+    ("configs",): list(ConfigSpec.model_fields),
+    ("runs",): list(RunSpec.model_fields),
+}
+
+
+def _message(err: dict) -> str:
+    loc = tuple(err["loc"])
+    if err["type"] == "missing":
+        if loc == ("version",):
+            return f"missing required key (a manifest starts with 'version: {MANIFEST_VERSION}')"
+        return "missing required key"
+    if err["type"] == "extra_forbidden":
+        section = tuple(part for part in loc[:-1] if isinstance(part, str))
+        return unknown(loc[-1], _FIELDS.get(section, []))
+    return _config_message(err)
+
+
+# ----------------------------------------------------------------------------------------- the manifest
+
+
+@dataclass
+class ModelEntry:
+    id: str
+    path: Path
+    inputs: Path | None
+    random: int | None
+    seed: int
+    input_shape: str | None
+    batch_size: int
+
+
+@dataclass
+class ConfigEntry:
+    id: str
+    preset: str | None
+    path: Path | None
+
+
+@dataclass
+class Run:
+    index: int  # 0-based position in the manifest's run order
+    model: ModelEntry
+    config: ConfigEntry
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.id} x {self.config.id}"
+
+
+@dataclass
+class Manifest:
+    path: str
+    sha256: str
+    models: list[ModelEntry]
+    configs: list[ConfigEntry]
+    runs: list[Run]
+    explicit: bool
+
+
+def _shape_text(value: Any, file: str, positions: Positions, path: Path_) -> str | None:
+    """``input_shape``: a list of integers or the ``--input-shape`` text; returned as that text."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+            raise error_at(file, positions, path, "expected a list of positive integers, e.g. [1, 3, 32, 32]")
+        return ",".join(str(v) for v in value)
+    if not isinstance(value, str):
+        raise error_at(
+            file,
+            positions,
+            path,
+            f"expected a shape such as [1, 3, 32, 32] or '1,3,32,32', got {describe(value)}",
+        )
+    from .cli import _parse_shape  # the --input-shape syntax; imported here: cli imports this module's users
+
+    try:
+        _parse_shape(value)
+    except click.BadParameter as exc:
+        raise error_at(file, positions, path, exc.message) from None
+    return value
+
+
+def _resolve(base: Path, text: str) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _check_file(
+    resolved: Path, file: str, positions: Positions, path: Path_, what: str, folder_ok: bool
+) -> None:
+    if not resolved.exists():
+        raise error_at(file, positions, path, f"no such {what}: {resolved}")
+    if resolved.is_dir() and not folder_ok:
+        raise error_at(file, positions, path, f"{resolved} is a folder, not a {what}")
+
+
+def _unique(ids: list[str], section: str, file: str, positions: Positions) -> None:
+    seen: dict[str, int] = {}
+    for i, item in enumerate(ids):
+        if item in seen:
+            where = (section, i, "name") if (section, i, "name") in positions.values else (section, i)
+            raise error_at(
+                file,
+                positions,
+                where,
+                f"duplicate {section[:-1]} id {item!r} (also {section}[{seen[item]}]; give one a distinct name:)",
+            )
+        seen[item] = i
+
+
+def load_manifest(manifest_path: str | Path) -> Manifest:
+    """Read and check a manifest; raise a ConfigError (``file:line:col: key: message``) on the first problem."""
+    from .config import load_config, preset_path
+
+    file = str(manifest_path)
+    try:
+        raw = Path(manifest_path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such manifest file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{file}: is a folder, not a manifest file") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data, positions = load_yaml(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}:1:1: <root>: not UTF-8 text (byte {exc.start})") from None
+    except YamlError as exc:
+        raise ConfigFileError(file, exc.line, exc.column, dotted(exc.path), exc.message) from None
+    if data is None:
+        raise error_at(file, positions, (), f"empty manifest (start it with 'version: {MANIFEST_VERSION}')")
+    if not isinstance(data, dict):
+        raise error_at(
+            file, positions, (), f"expected a mapping (version, models, configs, runs), got {describe(data)}"
+        )
+    try:
+        spec = ManifestSpec.model_validate(data)
+    except ValidationError as exc:
+        found = []
+        for err in exc.errors():
+            at_key = err["type"] == "extra_forbidden"
+            found.append(error_at(file, positions, tuple(err["loc"]), _message(err), at_key=at_key))
+        found.sort(key=lambda e: (e.line, e.column))
+        found[0].errors = found
+        raise found[0] from None
+    if spec.version != MANIFEST_VERSION:
+        raise error_at(
+            file,
+            positions,
+            ("version",),
+            f"unsupported version {spec.version} (this lrpaudit reads version {MANIFEST_VERSION})",
+        )
+    base = Path(file).parent
+
+    models = []
+    for i, item in enumerate(spec.models):
+        here = ("models", i)
+        path = _resolve(base, item.path)
+        _check_file(path, file, positions, (*here, "path"), "model file", folder_ok=False)
+        if (item.inputs is None) == (item.random is None):
+            key = (*here, "random") if item.random is not None else here
+            raise error_at(file, positions, key, "give either inputs: PATH or random: N (one of them)")
+        if item.seed is not None and item.random is None:
+            raise error_at(file, positions, (*here, "seed"), "seed applies to random: N inputs only")
+        inputs = None
+        if item.inputs is not None:
+            inputs = _resolve(base, item.inputs)
+            _check_file(inputs, file, positions, (*here, "inputs"), "inputs file or folder", folder_ok=True)
+        models.append(
+            ModelEntry(
+                id=item.name if item.name is not None else item.path,
+                path=path,
+                inputs=inputs,
+                random=item.random,
+                seed=item.seed or 0,
+                input_shape=_shape_text(item.input_shape, file, positions, (*here, "input_shape")),
+                batch_size=item.batch_size or 16,
+            )
+        )
+    _unique([m.id for m in models], "models", file, positions)
+
+    configs = []
+    for i, item in enumerate(spec.configs):
+        here = ("configs", i)
+        if (item.preset is None) == (item.path is None):
+            raise error_at(file, positions, here, "give either preset: NAME or path: FILE (one of them)")
+        if item.preset is not None:
+            try:
+                preset_path(item.preset)
+            except ConfigError as exc:
+                raise error_at(file, positions, (*here, "preset"), str(exc)) from None
+            load_config(preset=item.preset)
+            configs.append(ConfigEntry(item.name or item.preset, item.preset, None))
+        else:
+            path = _resolve(base, item.path)
+            _check_file(path, file, positions, (*here, "path"), "config file", folder_ok=False)
+            load_config(path)  # a broken config file fails here, with its own file:line:col
+            configs.append(ConfigEntry(item.name or item.path, None, path))
+    _unique([c.id for c in configs], "configs", file, positions)
+
+    if spec.runs is None:
+        pairs = [(m, c) for m in models for c in configs]
+    else:
+        by_model = {m.id: m for m in models}
+        by_config = {c.id: c for c in configs}
+        pairs, seen = [], {}
+        for i, item in enumerate(spec.runs):
+            for key, table in (("model", by_model), ("config", by_config)):
+                name = getattr(item, key)
+                if name not in table:
+                    message = unknown(name, list(table), f"{key} id {name!r}")
+                    raise error_at(file, positions, ("runs", i, key), message)
+            pair = (item.model, item.config)
+            if pair in seen:
+                raise error_at(file, positions, ("runs", i), f"duplicate run (same as runs[{seen[pair]}])")
+            seen[pair] = i
+            pairs.append((by_model[item.model], by_config[item.config]))
+    runs = [Run(k, model, config) for k, (model, config) in enumerate(pairs)]
+    return Manifest(file, hashlib.sha256(raw).hexdigest(), models, configs, runs, spec.runs is not None)
