@@ -28,6 +28,7 @@ from importlib import metadata, resources
 from pathlib import Path
 
 from .. import __version__
+from ..audit import CATEGORIES, ROW_FIELDS
 from ._common import atomic_write_text, gated_metric, metric_value, run_label, severity
 
 SCHEMA_VERSION = "1.1"
@@ -38,23 +39,14 @@ LAYER_KEYS = (
     "rule",
     "rule_source",
     "bias_mode",
-    "r_received",
-    "r_passed",
-    "leak",
-    "absorbed_bias",
-    "absorbed_stabilizer",
-    "degenerate",
-    "residual",
-    "rel_error",
-    "rel_residual",
-    "scale",
+    *ROW_FIELDS,
     "tolerance",
     "verdict",
     "passing_tolerance",
     "largest_category",
     "hint",
 )
-SAMPLE_CATEGORIES = ("absorbed_bias", "absorbed_stabilizer", "degenerate", "residual")
+SAMPLE_CATEGORIES = CATEGORIES
 
 
 def load_schema() -> dict:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..ir import ACTIVATION_OPS, ROUTING_OPS
 
 BIAS_MODES = ("absorb", "ignore", "distribute")
 LINEAR_TYPE = ("linear", "conv", "conv_transpose", "affine")
@@ -118,21 +119,7 @@ RULES: dict[str, RuleSpec] = {
         RuleSpec(
             "pass",
             {},
-            (
-                "relu",
-                "leaky_relu",
-                "sigmoid",
-                "tanh",
-                "gelu",
-                "silu",
-                "elu",
-                "hardswish",
-                "hardsigmoid",
-                "clip",
-                "softplus",
-                "mul_const",
-                "lrn",
-            ),
+            tuple(sorted(ACTIVATION_OPS)) + ("mul_const", "lrn"),
             "R_in = R_out (elementwise; broadcast dims summed)",
             "exactly",
             has_bias=False,
@@ -140,7 +127,7 @@ RULES: dict[str, RuleSpec] = {
         RuleSpec(
             "route",
             {},
-            ("reshape", "permute", "concat", "slice", "gather", "pad"),
+            tuple(sorted(ROUTING_OPS)),
             "relevance moves back with its position (the op's transpose); constant padding keeps its share",
             "exactly (constant padding: its share is reported as absorbed_bias)",
             has_bias=False,
