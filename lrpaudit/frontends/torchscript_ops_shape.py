@@ -1,0 +1,220 @@
+"""aten -> IR converters for shape and routing ops: flatten/view/reshape/(un)squeeze, permute/transpose, cat/stack,
+slice/narrow/select/index, split/chunk/unbind and padding. Shapes and indices are concrete (per input shape)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .torchscript_interp import Act, Call, Context, _Refuse, converter
+from .torchscript_ops import _axis, _self
+
+
+@converter(
+    "aten::flatten",
+    "aten::view",
+    "aten::reshape",
+    "aten::_reshape_alias",
+    "aten::_unsafe_view",
+    "aten::unflatten",
+    "aten::squeeze",
+    "aten::unsqueeze",
+    "aten::view_as",
+    "aten::reshape_as",
+    "aten::expand",
+    "aten::expand_as",
+)
+def reshape(ctx: Context, call: Call) -> Any:
+    first = call.args[call.schema.arguments[0].name]
+    if not isinstance(first, Act):
+        return call.out  # a constant shaped like an activation: still a constant
+    shape = tuple(call.out.shape)
+    if call.kind in ("aten::expand", "aten::expand_as") and shape != tuple(first.value.shape):
+        raise _Refuse("expand broadcasts an activation to a larger shape; not supported")
+    if shape == tuple(first.value.shape):
+        return ctx.alias(first)
+    return ctx.emit("reshape", [first], {"shape": shape})
+
+
+def _emit_perm(ctx: Context, x: Act, perm: list[int]) -> Act:
+    if perm == list(range(len(perm))):
+        return ctx.alias(x)
+    return ctx.emit("permute", [x], {"perm": tuple(perm)})
+
+
+@converter("aten::permute")
+def permute(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    rank = x.value.dim()
+    return _emit_perm(ctx, x, [_axis(d, rank) for d in call.const("dims")])
+
+
+@converter("aten::transpose", "aten::swapaxes", "aten::swapdims", "aten::t")
+def transpose(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    rank = x.value.dim()
+    if call.kind == "aten::t":
+        if rank < 2:
+            return ctx.alias(x)
+        a, b = 0, 1
+    else:
+        a, b = (_axis(v, rank) for v in call.positional[1:3])
+    perm = list(range(rank))
+    perm[a], perm[b] = perm[b], perm[a]
+    return _emit_perm(ctx, x, perm)
+
+
+@converter("aten::cat", "aten::concat", "aten::concatenate")
+def cat(ctx: Context, call: Call) -> Act:
+    items, dim = call.positional[:2]
+    if not all(isinstance(item, Act) for item in items):
+        raise _Refuse("concatenation of an activation with a constant is not supported")
+    axis = _axis(dim, items[0].value.dim())
+    if axis == 0:
+        raise _Refuse("concatenation along axis 0 (the batch axis) mixes samples; not supported")
+    if len(items) == 1:
+        return ctx.alias(items[0])
+    return ctx.emit("concat", list(items), {"axis": axis})
+
+
+@converter("aten::stack")
+def stack(ctx: Context, call: Call) -> Act:
+    items, dim = call.positional[:2]
+    if not all(isinstance(item, Act) for item in items):
+        raise _Refuse("stacking an activation with a constant is not supported")
+    axis = _axis(dim, items[0].value.dim() + 1)
+    if axis == 0:
+        raise _Refuse("stacking along axis 0 (the batch axis) mixes samples; not supported")
+    parts = []
+    for item in items:
+        shape = list(item.value.shape)
+        shape.insert(axis, 1)
+        parts.append(ctx.emit("reshape", [item], {"shape": tuple(shape)}, tmp=True))
+    if len(parts) == 1:
+        return Act(parts[0].name, call.out)
+    return ctx.emit("concat", parts, {"axis": axis})
+
+
+def _positions(ctx: Context, call: Call, x: Act, axis: int, indices: list[int], **emit: Any) -> Act:
+    size = x.value.shape[axis]
+    if indices == list(range(size)):
+        return Act(x.name, emit.get("value", call.out))
+    if axis == 0:
+        raise _Refuse("slicing along axis 0 (taken as the batch axis) is not supported")
+    return ctx.emit("slice", [x], {"axes": (axis,), "indices": (tuple(indices),)}, **emit)
+
+
+@converter("aten::slice")
+def slice_(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    axis = _axis(call.const("dim"), x.value.dim())
+    start, end, step = call.const("start"), call.const("end"), call.const("step")
+    if step is not None and step <= 0:
+        raise _Refuse("slice with a non-positive step")
+    indices = list(range(*slice(start, end, step).indices(x.value.shape[axis])))
+    return _positions(ctx, call, x, axis, indices)
+
+
+@converter("aten::narrow")
+def narrow(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    axis = _axis(call.const("dim"), x.value.dim())
+    start = _axis(int(call.const("start")), x.value.shape[axis])
+    return _positions(ctx, call, x, axis, list(range(start, start + int(call.const("length")))))
+
+
+def _gather(ctx: Context, x: Act, axis: int, indices: Any, **emit: Any) -> Act:
+    if axis == 0:
+        raise _Refuse("indexing along axis 0 (taken as the batch axis) is not supported")
+    size = x.value.shape[axis]
+    tensor = torch.as_tensor(indices, dtype=torch.long)
+    tensor = torch.where(tensor < 0, tensor + size, tensor)
+    return ctx.emit("gather", [x], {"axis": axis, "indices": tensor.tolist()}, **emit)
+
+
+@converter("aten::select")
+def select(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    return _gather(ctx, x, _axis(call.const("dim"), x.value.dim()), int(call.const("index")))
+
+
+@converter("aten::index_select")
+def index_select(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    return _gather(ctx, x, _axis(call.const("dim"), x.value.dim()), call.const("index"))
+
+
+@converter("aten::index")
+def index(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    items = call.const("indices")
+    used = [(k, t) for k, t in enumerate(items) if t is not None]
+    if len(used) != 1:
+        raise _Refuse("advanced indexing with several index tensors is not supported")
+    axis, tensor = used[0]
+    if tensor.dtype == torch.bool:
+        if tensor.dim() != 1:
+            raise _Refuse("indexing with a multi-dimensional boolean mask is not supported")
+        tensor = tensor.nonzero().reshape(-1)
+    return _gather(ctx, x, axis, tensor)
+
+
+@converter(
+    "aten::split",
+    "aten::split_with_sizes",
+    "aten::unsafe_split",
+    "aten::unsafe_split_with_sizes",
+    "aten::chunk",
+    "aten::unsafe_chunk",
+    "aten::unbind",
+)
+def split(ctx: Context, call: Call) -> list[Act]:
+    x = _self(call)
+    axis = _axis(call.const("dim"), x.value.dim())
+    base = call.node.outputsAt(0).debugName()
+    pieces: list[Act] = []
+    offset = 0
+    for k, piece in enumerate(call.out):
+        name = f"{base}[{k}]"
+        if call.kind == "aten::unbind":
+            pieces.append(_gather(ctx, x, axis, k, value=piece, name=name))
+            continue
+        length = piece.shape[axis]
+        pieces.append(
+            _positions(ctx, call, x, axis, list(range(offset, offset + length)), value=piece, name=name)
+        )
+        offset += length
+    return pieces
+
+
+@converter(
+    "aten::pad",
+    "aten::constant_pad_nd",
+    "aten::reflection_pad1d",
+    "aten::reflection_pad2d",
+    "aten::reflection_pad3d",
+    "aten::replication_pad1d",
+    "aten::replication_pad2d",
+    "aten::replication_pad3d",
+)
+def pad(ctx: Context, call: Call) -> Act:
+    x = _self(call)
+    amounts = [int(p) for p in call.const("pad")]
+    if call.kind == "aten::pad":
+        mode, value = call.const("mode"), call.const("value")
+    elif call.kind == "aten::constant_pad_nd":
+        mode, value = "constant", call.const("value")
+    else:
+        mode, value = ("reflect" if "reflection" in call.kind else "replicate"), None
+    modes = {"constant": "constant", "reflect": "reflect", "replicate": "edge"}
+    if mode not in modes:
+        raise _Refuse(f"padding mode {mode!r} is not supported")
+    rank = x.value.dim()
+    begins, ends = [0] * rank, [0] * rank
+    for i in range(len(amounts) // 2):
+        begins[rank - 1 - i], ends[rank - 1 - i] = amounts[2 * i], amounts[2 * i + 1]
+    if begins[0] or ends[0]:
+        raise _Refuse("padding along axis 0 (the batch axis) is not supported")
+    attrs = {"pads": tuple(begins + ends), "mode": modes[mode], "value": float(value or 0.0)}
+    return ctx.emit("pad", [x], attrs)
