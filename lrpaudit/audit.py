@@ -136,6 +136,12 @@ def largest_category(row: dict) -> str | None:
     return max(shares, key=shares.get)
 
 
+def category_share(row: dict) -> float:
+    """The largest category's share of the relevance the node received, in percent (0 when none)."""
+    category, scale = row.get("largest_category"), row.get("scale") or 0.0
+    return abs(row[category]) / scale * 100 if category and scale else 0.0
+
+
 def fix_hint(row: dict) -> str:
     """A one-line suggestion for a failing row, naming the dominant category."""
     if row["verdict"] == "non_finite":
@@ -144,8 +150,7 @@ def fix_hint(row: dict) -> str:
             "or a zero denominator (use a stabilizer, epsilon > 0)"
         )
     category = row["largest_category"]
-    scale = row["scale"] or 1.0
-    share = abs(row[category]) / scale * 100 if category else 0.0
+    share = category_share(row)
     where = f"at {row['id']} under {row['rule']}"
     tol = row["passing_tolerance"]
     raise_tol = f"or raise the tolerance to {round_up(tol)}" if tol is not None else ""

@@ -45,8 +45,9 @@ from typing import Any
 import click
 
 from .cli import EXIT_FAIL, EXIT_OK, EXIT_USAGE, _err, guarded, main
-from .errors import LrpauditError, OutputError
+from .errors import LrpauditError
 from .manifest import Manifest, Run, load_manifest
+from .reports._common import check_writable
 
 # ---------------------------------------------------------------------------------------------- running
 
@@ -262,13 +263,6 @@ def final_line(manifest: Manifest, results: list, seconds: float) -> str:
     return f"{text} (in {seconds:.1f} s)"
 
 
-def _check_output_folders(*paths: Path | None) -> None:
-    """Fail before any audit when a report could not be written afterwards (a missing folder is a typo)."""
-    for path in paths:
-        if path is not None and not Path(path).parent.is_dir():
-            raise OutputError(f"cannot write {path}: no such folder {Path(path).parent}")
-
-
 @main.command()
 @click.argument("manifest_path", metavar="MANIFEST.yaml", type=click.Path(path_type=Path))
 @click.option(
@@ -301,7 +295,9 @@ def batch(manifest_path, jobs, json_report, junit_xml, markdown, fmt, exit_zero,
 
     started = time.perf_counter()
     manifest = load_manifest(manifest_path)
-    _check_output_folders(json_report, junit_xml, markdown)
+    for output in (json_report, junit_xml, markdown):
+        if output is not None:
+            check_writable(output)
     total = len(manifest.runs)
     if not quiet:
         _err(

@@ -24,7 +24,7 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..audit import CATEGORY_WORDS
+from ..audit import CATEGORY_WORDS, category_share
 from ._common import atomic_write_text, fmt, gated_metric, model_name, run_label
 
 FAILURE_TYPES = {
@@ -48,9 +48,7 @@ def _share(row: dict) -> str:
     category = row.get("largest_category")
     if not category:
         return "none"
-    scale = row.get("scale") or 0.0
-    share = abs(row[category]) / scale * 100 if scale else 0.0
-    return f"{CATEGORY_WORDS[category]} ({fmt(share)}% of the received relevance)"
+    return f"{CATEGORY_WORDS[category]} ({fmt(category_share(row))}% of the received relevance)"
 
 
 def layer_failure(row: dict, gate: str, samples: int) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..audit import CATEGORY_WORDS
+from ..audit import CATEGORY_WORDS, category_share
 from ._common import atomic_write_text, fmt, gated_metric, metric_value, model_name, run_label, severity
 
 ICON = {"pass": "✅", "fail": "❌", "unexplained": "⚠️", "non_finite": "💥"}
@@ -32,9 +32,7 @@ def _share(row: dict) -> str:
     category = row.get("largest_category")
     if not category:
         return "-"
-    scale = row.get("scale") or 0.0
-    share = abs(row[category]) / scale * 100 if scale else 0.0
-    return f"{CATEGORY_WORDS[category]} {fmt(share, 2)}%"
+    return f"{CATEGORY_WORDS[category]} {fmt(category_share(row), 2)}%"
 
 
 def _verdict(verdict: str) -> str:

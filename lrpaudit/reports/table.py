@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..audit import CATEGORY_WORDS
+from ..audit import CATEGORY_WORDS, category_share
 
 VERDICT_STYLE = {"pass": "green", "fail": "red", "unexplained": "bold magenta", "non_finite": "bold red"}
 COMPACT_RULE_WIDTH = 19
@@ -44,8 +44,7 @@ def _category(row: dict) -> str:
         row["verdict"] == "pass" and abs(row.get("leak", 0.0)) <= 1e-12 * (row.get("scale") or 1)
     ):
         return "-"
-    share = abs(row[category]) / row["scale"] * 100 if row.get("scale") else 0.0
-    return f"{SHORT_WORDS[category]} {share:.2g}%"
+    return f"{SHORT_WORDS[category]} {category_share(row):.2g}%"
 
 
 def ordered_rows(rows: list[dict]) -> list[dict]:
