@@ -21,9 +21,10 @@ from .errors import InputError
 from .fidelity import FidelityResult, check_fidelity
 from .forward import cast_params
 from .frontends import load_model
-from .inputs import Batch, array_batches, check_shape_names, file_batches, fixed_batch, random_batches
+from .inputs import Batch, array_batches, file_batches, random_batches
+from .inputs.limits import check_batch_memory
+from .inputs.shapes import check_shape_names, fixed_batch
 from .ir import Graph
-from .limits import check_batch_memory
 from .passes import strip_output_softmax
 from .propagate import RuleChoice, propagate, resolve_rules
 from .verify import RuleCheck, verify_rules

@@ -98,8 +98,8 @@ def _shape(graph, value: str) -> str:
 
 def starter_config(graph, model_path: Path, sha256: str, preset: str, base, output: str = "lrp.yaml") -> str:
     """The text of a starter config: settings (commented), the model's linear-type nodes, example rules."""
-    from .config.matching import COUNTED_OPS, GraphContext
-    from .rules.spec import LINEAR_TYPE
+    from .config.matching import GraphContext
+    from .ir import LINEAR_TYPE, WEIGHTED
 
     context = GraphContext.of(graph)
     assignment = base.assign(graph)
@@ -113,7 +113,7 @@ def starter_config(graph, model_path: Path, sha256: str, preset: str, base, outp
             notes.append("position: first")
         if context.counted and node.id == context.counted[-1]:
             notes.append("position: last")
-        if node.op not in COUNTED_OPS:
+        if node.op not in WEIGHTED:
             notes.append("not counted by index/position")
         shapes = f"{_shape(graph, node.inputs[0])} -> {_shape(graph, node.output)}"
         rule = assignment.rules[node.id].describe()

@@ -31,3 +31,12 @@ class InputError(LrpauditError):
 
 class OutputError(LrpauditError):
     """A report or artefact cannot be written (missing folder, no permission, disk full)."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (at most ``limit`` characters), or its type name if it has none.
+
+    Library errors (onnx, torch, numpy) can be pages long; a one-line error message quotes only this.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

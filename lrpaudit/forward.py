@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .errors import ModelError
+from .errors import ModelError, first_line
 from .ir import Graph, Node
 from .ops import run_op
 
@@ -27,8 +27,7 @@ def run_node(node: Node, values: Mapping[str, torch.Tensor], params: dict) -> to
     try:
         return run_op(node.op, [values[name] for name in node.inputs], node.attrs, params)
     except (RuntimeError, ValueError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"forward failed at node {node.id!r} ({node.op}): {first}") from exc
+        raise ModelError(f"forward failed at node {node.id!r} ({node.op}): {first_line(exc)}") from exc
 
 
 def run_forward(

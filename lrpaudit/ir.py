@@ -14,10 +14,15 @@ import torch
 
 from .errors import ModelError
 
-# IR ops whose LRP treatment is a linear-type rule (zero, epsilon, gamma, ...).
-LINEAR_OPS = frozenset({"linear", "conv", "conv_transpose", "affine"})
+# The op families, defined here once. Linear-type: ops whose LRP treatment is a linear-type rule (zero, epsilon,
+# gamma, ...), the ones a config must give a rule.
+LINEAR_TYPE = ("linear", "conv", "conv_transpose", "affine")
+# Weighted: the linear-type ops with a weight matrix of their own: the nodes that config matchers count (`index`,
+# `position`) and that a BatchNorm can be folded into. `affine` (an unfolded BatchNorm) is not one (see
+# config/matching.py for why).
+WEIGHTED = ("linear", "conv", "conv_transpose")
 # Pooling ops that LRP treats as linear maps without bias (norm / flat rules).
-POOL_OPS = frozenset({"avgpool", "global_avgpool", "mean"})
+POOLS = ("avgpool", "global_avgpool", "mean")
 # Elementwise activations: relevance passes through unchanged.
 ACTIVATION_OPS = frozenset(
     {
@@ -144,13 +149,3 @@ def table_rows(graph: Graph) -> list[dict[str, str]]:
             }
         )
     return rows
-
-
-def format_table(graph: Graph) -> str:
-    """Plain-text rendering of ``table_rows`` (the CLI uses rich; this is for logs and repr)."""
-    rows = table_rows(graph)
-    headers = ["id", "op", "inputs", "outputs", "params", "origin"]
-    widths = {h: max([len(h)] + [len(r[h]) for r in rows]) for h in headers}
-    lines = ["  ".join(h.ljust(widths[h]) for h in headers)]
-    lines += ["  ".join(r[h].ljust(widths[h]) for h in headers) for r in rows]
-    return "\n".join(lines)

@@ -17,7 +17,9 @@ def _row(output: str, node_id: str) -> str:
 
 
 def test_inspect_with_preset_shows_rule_and_source():
-    result = CliRunner().invoke(main, ["inspect", str(CNN), "--preset", "epsilon-gamma-box"], terminal_width=240)
+    result = CliRunner().invoke(
+        main, ["inspect", str(CNN), "--preset", "epsilon-gamma-box"], terminal_width=240
+    )
     assert result.exit_code == 0, result.output
     assert "zbox" in _row(result.stdout, "/features/features.0/Conv")
     assert "gamma" in _row(result.stdout, "/features/features.4/Conv")

@@ -26,7 +26,7 @@ from torch import nn
 from lrpaudit.fidelity import check_fidelity
 from lrpaudit.forward import run_forward
 from lrpaudit.frontends.onnx import load_onnx
-from lrpaudit.ir import LINEAR_OPS
+from lrpaudit.ir import LINEAR_TYPE
 
 from .reference_models import MODELS, build, example_input, export_onnx
 
@@ -80,7 +80,7 @@ def assert_batchnorm_folded(graph, name: str, onnx_ops: list[str]) -> None:
     torch_model = build(name)
     ops = [node.op for node in graph.nodes]
     assert "affine" not in ops
-    assert sum(op in LINEAR_OPS for op in ops) == count_linear_modules(torch_model)
+    assert sum(op in LINEAR_TYPE for op in ops) == count_linear_modules(torch_model)
     folded = [node for node in graph.nodes if "BatchNormalization" in node.origin.get("ops", [])]
     assert len(folded) == onnx_ops.count("BatchNormalization")
 

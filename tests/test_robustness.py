@@ -27,8 +27,9 @@ from torch import nn
 from lrpaudit import api
 from lrpaudit.errors import InputError
 from lrpaudit.frontends import load_model
-from lrpaudit.inputs import MAX_SAMPLE_ELEMENTS, file_batches
-from lrpaudit.limits import check_batch_memory
+from lrpaudit.inputs import file_batches
+from lrpaudit.inputs.limits import check_batch_memory
+from lrpaudit.inputs.shapes import MAX_SAMPLE_ELEMENTS
 from lrpaudit.reports.json_report import validate_report
 from lrpaudit.rules import Rule
 
@@ -295,10 +296,10 @@ def test_huge_input_shape_flag_is_refused(files):
 
 
 def test_an_input_batch_beyond_the_available_memory_is_refused(files, monkeypatch):
-    monkeypatch.setattr("lrpaudit.limits.available_memory", lambda: 10_000)
+    monkeypatch.setattr("lrpaudit.inputs.limits.available_memory", lambda: 10_000)
     line = assert_one_line_error(check(files.onnx, "--random", "1000", "--batch-size", "1000"), "--random")
     assert "one batch of 1000 inputs needs" in line and "lower --batch-size" in line
-    monkeypatch.setattr("lrpaudit.limits.available_memory", lambda: 100)
+    monkeypatch.setattr("lrpaudit.inputs.limits.available_memory", lambda: 100)
     assert_one_line_error(
         check(files.onnx, "--inputs", files.inputs), str(files.inputs), "one batch of 5 inputs"
     )

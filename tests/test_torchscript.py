@@ -34,7 +34,7 @@ from lrpaudit.fidelity import check_fidelity
 from lrpaudit.forward import run_forward
 from lrpaudit.frontends import load_model
 from lrpaudit.frontends.torchscript import TorchScriptModel, load_torchscript
-from lrpaudit.ir import LINEAR_OPS
+from lrpaudit.ir import LINEAR_TYPE
 
 from .reference_models import MODELS, build, example_input
 
@@ -123,7 +123,7 @@ def test_node_ids_are_module_paths_and_batchnorm_is_folded(saved, name, mode):
     weighted = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
     batchnorms = [m for m in modules.values() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert not [n.id for n in graph.nodes if n.op == "affine"]
-    linear_nodes = [n for n in graph.nodes if n.op in LINEAR_OPS]
+    linear_nodes = [n for n in graph.nodes if n.op in LINEAR_TYPE]
     assert len(linear_nodes) == sum(isinstance(m, weighted) for m in modules.values())
     for node in linear_nodes:
         assert isinstance(modules.get(node.id), weighted), node.id

@@ -77,7 +77,9 @@ def test_torchscript_relevance_equals_onnx_relevance(files, name, preset):
     assert scale > 0
     assert np.abs(from_pt - from_onnx).max() <= 1e-10 * scale
     # Same rules landed on the same number of nodes, and the same verdict follows.
-    assert sorted(r["rule"] for r in onnx_result.layer_rows()) == sorted(r["rule"] for r in pt_result.layer_rows())
+    assert sorted(r["rule"] for r in onnx_result.layer_rows()) == sorted(
+        r["rule"] for r in pt_result.layer_rows()
+    )
     assert onnx_result.verdict == pt_result.verdict
 
 

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..ir import LINEAR_TYPE, POOLS, WEIGHTED
 from ..ops import OPS
-from ..rules.spec import LINEAR_TYPE, POOLS, RULES, Rule
-from .matching import COUNTED_OPS, Matcher
+from ..rules.spec import RULES, Rule
+from .matching import Matcher
 from .presets import preset_names, preset_path
 from .schema import (
     SUPPORTED_VERSION,
@@ -191,7 +192,7 @@ def _matcher(layer: Layer, spec: MatchSpec | None, path: Path_, rule: str | None
         ops = tuple(dict.fromkeys(spec.op))
     if spec.name is not None and not spec.name:
         raise layer.error((*path, "name"), "must not be empty (a glob on node ids, e.g. 'features.*')")
-    if rule is not None and not set(COUNTED_OPS) <= set(RULES[rule].ops):
+    if rule is not None and not set(WEIGHTED) <= set(RULES[rule].ops):
         for key in ("index", "position"):
             if getattr(spec, key) is not None:
                 raise layer.error(

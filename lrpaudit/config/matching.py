@@ -19,9 +19,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-from ..ir import Graph, Node
-
-COUNTED_OPS = ("linear", "conv", "conv_transpose")
+from ..ir import WEIGHTED, Graph, Node
 
 
 @dataclass(frozen=True)
@@ -73,5 +71,5 @@ class GraphContext:
 
     @classmethod
     def of(cls, graph: Graph) -> GraphContext:
-        counted = tuple(node.id for node in graph.nodes if node.op in COUNTED_OPS)
+        counted = tuple(node.id for node in graph.nodes if node.op in WEIGHTED)
         return cls(counted, {node_id: i for i, node_id in enumerate(counted)})

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from ..errors import InputError, LrpauditError, ModelError
-from ..inputs import check_declared
+from ..inputs.shapes import check_declared
 from ..ir import Graph
 from ..passes import canonicalize
 from .onnx_convert import convert_graph, declared_input_shapes

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ModelError
-from ..inputs import check_declared
+from ..inputs.shapes import check_declared
 from ..ir import Graph
 from ..passes import canonicalize
 from .onnx import file_sha256

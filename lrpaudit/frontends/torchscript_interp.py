@@ -24,7 +24,7 @@ import torch
 
 from ..errors import FidelityError, ModelError, UnsupportedOpError
 from ..forward import run_node
-from ..ir import LINEAR_OPS, Graph, Node, validate
+from ..ir import LINEAR_TYPE, Graph, Node, validate
 
 Converter = Callable[["Context", "Call"], Any]
 CONVERTERS: dict[str, Converter] = {}
@@ -244,11 +244,11 @@ class Context:
             if not leaf:
                 for ir_node, short in items:
                     ir_node.id = unique(f"{key}.{short}" if key else short)
-            elif len(set(ops)) == 1 and ops[0] not in LINEAR_OPS:
+            elif len(set(ops)) == 1 and ops[0] not in LINEAR_TYPE:
                 for ir_node, _ in items:  # the same activation module called several times in a row
                     ir_node.id = unique(key)
             else:
-                main = next((i for i, op in enumerate(ops) if op in LINEAR_OPS), len(items) - 1)
+                main = next((i for i, op in enumerate(ops) if op in LINEAR_TYPE), len(items) - 1)
                 for i, (ir_node, short) in enumerate(items):
                     ir_node.id = unique(key) if i == main else unique(f"{key}.{short}")
 

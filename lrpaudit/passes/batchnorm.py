@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..ir import Graph
+from ..ir import WEIGHTED, Graph
 from .cleanup import absorb_successor, clone, single_consumer
-
-FOLDABLE = ("conv", "conv_transpose", "linear")
 
 
 def fold_batchnorm(graph: Graph) -> Graph:
@@ -19,7 +17,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
     """
     graph = clone(graph)
     for node in list(graph.nodes):
-        if node.op not in FOLDABLE or node not in graph.nodes:
+        if node.op not in WEIGHTED or node not in graph.nodes:
             continue
         successor = single_consumer(graph, node.output)
         if successor is None or successor.op != "affine" or successor.attrs.get("source") != "batchnorm":

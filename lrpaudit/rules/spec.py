@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..ir import ACTIVATION_OPS, ROUTING_OPS
+from ..ir import ACTIVATION_OPS, LINEAR_TYPE, POOLS, ROUTING_OPS
 
 BIAS_MODES = ("absorb", "ignore", "distribute")
-LINEAR_TYPE = ("linear", "conv", "conv_transpose", "affine")
-POOLS = ("avgpool", "global_avgpool", "mean")
 
 
 @dataclass(frozen=True)
@@ -142,10 +140,6 @@ RULES: dict[str, RuleSpec] = {
         ),
     )
 }
-
-# Rules a user may put on linear-type nodes / pools in a config.
-LINEAR_RULES = tuple(name for name, spec in RULES.items() if set(LINEAR_TYPE) & set(spec.ops))
-POOL_RULES = ("norm", "flat", "epsilon", "zero")
 
 
 @dataclass(frozen=True)

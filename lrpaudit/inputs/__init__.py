@@ -13,17 +13,15 @@ larger declared or requested shapes are refused before anything is allocated.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError, first_line
 from .limits import check_input_memory
-
-MAX_SAMPLE_ELEMENTS = 1 << 28  # per input, per sample: refused before allocating (see the module docstring)
+from .shapes import check_sample_size, concrete_shape
 
 
 @dataclass
@@ -37,75 +35,6 @@ class Batch:
     @property
     def size(self) -> int:
         return len(self.sources)
-
-
-def concrete_shape(declared: list[int | str | None], batch: int, name: str, override=None) -> tuple[int, ...]:
-    """Fill a declared shape for ``batch`` samples: axis 0 is the batch; other dynamic dims need ``override``.
-
-    ``override`` (``--input-shape``) is a full shape whose axis 0 is ignored, or the shape of one sample.
-    """
-    if not declared:
-        raise InputError(
-            f"input {name!r} is declared as a scalar (rank 0): lrpaudit needs axis 0 as the batch"
-        )
-    if override is not None:
-        dims = tuple(int(d) for d in override)
-        if any(d < 1 for d in dims):
-            raise InputError(f"--input-shape {list(dims)} for input {name!r}: every dimension must be >= 1")
-        if len(dims) == len(declared):
-            return check_sample_size(name, (batch, *dims[1:]))
-        if len(dims) == len(declared) - 1:
-            return check_sample_size(name, (batch, *dims))
-        raise InputError(f"--input-shape {list(dims)} does not fit input {name!r} of rank {len(declared)}")
-    shape = []
-    for axis, dim in enumerate(declared):
-        if axis == 0:
-            shape.append(batch)
-        elif isinstance(dim, int):
-            shape.append(dim)
-        else:
-            raise InputError(
-                f"input {name!r} has a dynamic dimension {axis} ({dim or '?'}); give --input-shape"
-            )
-    return check_sample_size(name, tuple(shape))
-
-
-def check_sample_size(name: str, shape: tuple[int, ...], source: str | None = None) -> tuple[int, ...]:
-    """``shape`` if one sample (axis 0 is the batch) holds at most ``MAX_SAMPLE_ELEMENTS``; else an InputError."""
-    elements = math.prod(shape[1:])
-    if elements > MAX_SAMPLE_ELEMENTS:
-        where = f"{source}: " if source else ""
-        raise InputError(
-            f"{where}input {name!r} of shape {list(shape)} has {elements:,} elements per sample; lrpaudit refuses "
-            f"more than {MAX_SAMPLE_ELEMENTS:,} (2**28) per sample"
-        )
-    return shape
-
-
-def check_declared(declared: dict[str, list[int | str | None]], path) -> dict[str, list[int | str | None]]:
-    """A model's declared input shapes, refused when an input is a scalar or one sample is too large."""
-    for name, dims in declared.items():
-        if not dims:
-            raise InputError(
-                f"{path}: input {name!r} is declared as a scalar (rank 0); lrpaudit needs axis 0 as the batch"
-            )
-        check_sample_size(name, tuple(d if isinstance(d, int) else 1 for d in dims), str(path))
-    return declared
-
-
-def check_shape_names(input_shapes: dict | None, declared: dict, path) -> None:
-    """Every name given with ``--input-shape NAME=...`` must be a graph input."""
-    unknown = [name for name in input_shapes or {} if name != "*" and name not in declared]
-    if unknown:
-        raise InputError(
-            f"{path}: --input-shape names {unknown}, but the model's inputs are {list(declared)}"
-        )
-
-
-def fixed_batch(declared: dict[str, list[int | str | None]]) -> int | None:
-    """The batch size the model declares on axis 0, if it fixes one."""
-    sizes = {dims[0] for dims in declared.values() if dims and isinstance(dims[0], int)}
-    return sizes.pop() if len(sizes) == 1 else None
 
 
 def peek_shapes(path: str | Path, names: list[str]) -> dict[str, tuple[int, ...]]:
@@ -200,7 +129,7 @@ def _open(file: Path):
     try:
         return np.load(file, mmap_mode="r", allow_pickle=False)
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc)
         if "pickle" in text.lower() or "python objects" in text.lower():
             raise InputError(f"{file}: {_PICKLED}") from exc
         raise InputError(
@@ -213,7 +142,7 @@ def _member(data, file: Path, name: str) -> np.ndarray:
     try:
         return data[name]
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc)
         if "pickle" in text.lower() or "object arrays" in text.lower():
             raise InputError(
                 f"{file}: array {name!r} holds pickled Python objects; lrpaudit never unpickles"

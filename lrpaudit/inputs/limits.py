@@ -1,7 +1,7 @@
 """Resource limits checked before anything large is allocated.
 
 Three guards, all InputErrors (exit 2) that name the model and the numbers:
-- one sample of one input may hold at most ``inputs.MAX_SAMPLE_ELEMENTS`` (2**28) elements: declared shapes such
+- one sample of one input may hold at most ``inputs.shapes.MAX_SAMPLE_ELEMENTS`` (2**28) elements: declared shapes such
   as ``[1, 3, 100000, 100000]`` are refused before a sample is drawn or read;
 - one batch of inputs (8 bytes an element: random draws are float64) must fit in the memory available now,
   checked before it is drawn or read;
@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .errors import InputError
-from .ir import Graph
+from ..errors import InputError
+from ..ir import Graph
 
 COPIES = 3
 
