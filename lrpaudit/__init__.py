@@ -1,8 +1,34 @@
-"""lrpaudit: audit Layer-wise Relevance Propagation for conservation on ONNX and TorchScript model files."""
+"""lrpaudit: audit Layer-wise Relevance Propagation for conservation on ONNX and TorchScript model files.
+
+The public API is imported on first use (PEP 562), so ``lrpaudit --help`` and ``import lrpaudit._version`` do not
+load torch, onnx or onnxruntime.
+"""
 
 from ._version import __version__
-from .api import AuditResult, audit, inspect_model, load_model  # noqa: E402
-from .audit import Tolerance  # noqa: E402
-from .rules import Rule  # noqa: E402
 
-__all__ = ["AuditResult", "Rule", "Tolerance", "audit", "inspect_model", "load_model", "__version__"]
+_PUBLIC = {
+    "AuditRequest": "api",
+    "AuditResult": "results",
+    "audit": "api",
+    "run_audit": "api",
+    "inspect_model": "inspection",
+    "load_model": "frontends",
+    "Tolerance": "verdicts",
+    "Rule": "rules.spec",
+}
+
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'lrpaudit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,80 +1,259 @@
-"""The Python API: load a model, check its forward pass, run the LRP audit over an input set.
+"""The Python API and the only orchestration: an :class:`AuditRequest` in, an :class:`AuditResult` out.
 
-import lrpaudit
-from lrpaudit.rules import Rule
-result = lrpaudit.audit("model.onnx", Rule("epsilon"), random=8)
-print(result.verdict, result.layer_rows()[0])
+    import lrpaudit
+    from lrpaudit import Rule
+    result = lrpaudit.audit("model.onnx", Rule("epsilon"), random=8)        # rules given in code
+    result = lrpaudit.run_audit(lrpaudit.AuditRequest("model.onnx", preset="epsilon-plus-flat", random=8))
+    print(result.verdict, result.layer_rows()[0]["rel_error"])
+
+An audit: resolve the config (file, preset or rules given in code, then the request's overrides), load the model,
+and for each input shape build the canonical IR, strip a trailing softmax (``explain: logits``), assign a rule to
+every node and make the tolerance; then stream the inputs batch by batch through the forward check and the LRP
+pass, and finalize the figures and verdicts once. The command line builds a request and calls :func:`run_audit`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .audit import UNEXPLAINED_BOUND, LayerAudit, SampleAudit, Tolerance, sample_verdict, samples_from
-from .errors import InputError
+from .config import Config, load_config
+from .errors import ConfigError, InputError
 from .fidelity import FidelityResult, check_fidelity
 from .forward import cast_params
 from .frontends import load_model
-from .inputs import Batch, array_batches, file_batches, random_batches
+from .inputs import Batch, array_batches, file_batches, peek_shapes, random_batches
 from .inputs.limits import check_batch_memory
-from .inputs.shapes import check_shape_names, fixed_batch
+from .inputs.shapes import check_shape_names, fixed_batch, name_unnamed
 from .ir import Graph
 from .passes import strip_output_softmax
-from .propagate import RuleChoice, propagate, resolve_rules
+from .propagate import propagate
+from .results import AuditAccumulator, AuditResult, finalize
+from .rules.assign import Assignment, RuleChoice, assign
+from .verdicts import Tolerance
 from .verify import RuleCheck, verify_rules
 
-__all__ = ["AuditResult", "audit", "inspect_model", "load_model"]
+__all__ = ["AuditRequest", "AuditResult", "audit", "load_model", "run_audit"]
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+DEFAULT_PRESET = "epsilon-plus-flat"
 
 
-@dataclass
-class AuditResult:
-    """Everything one audit of one model with one configuration found."""
+@dataclass(frozen=True)
+class AuditRequest:
+    """One audit of one model under one configuration, on one input set.
 
-    model_path: str
-    model_format: str
-    model_sha256: str
-    dtype: str
-    device: str
+    Rules come from exactly one of ``config`` (a config file, or an already loaded :class:`Config`), ``preset``
+    or ``rules`` (a Rule, a mapping of node ids to rules, or a function of the node); with none of them the
+    ``epsilon-plus-flat`` preset is used. ``dtype``, ``target``, ``gate``, ``init`` and ``explain`` override the
+    config's settings when given (command-line flags); ``tolerance`` replaces its tolerance entirely.
+    Inputs: ``inputs`` (a .npy/.npz file or folder, an array, arrays by input name, or batches) or ``random``
+    seeded samples. ``input_shapes`` fixes dynamic dimensions (``{"*": shape}`` means the first input).
+    """
+
+    model: str | Path | object
+    config: str | Path | Config | None = None
+    preset: str | None = None
+    rules: RuleChoice | None = None
+    inputs: object = None
+    random: int | None = None
+    seed: int = 0
+    batch_size: int = 16
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None
+    dtype: str | None = None
+    target: str | int | None = None
+    gate: str | None = None
+    init: str | None = None
+    explain: str | None = None
+    tolerance: Tolerance | None = None
+    device: str = "cpu"
+    check_forward: bool = True
+    verify: bool = False
+    keep_relevance: bool = False
+    allow_empty: bool = False
+    on_batch: Callable[[int, int], None] | None = field(default=None, compare=False)
+    on_warning: Callable[[str], None] | None = field(default=None, compare=False)
+
+    def for_model(self, model) -> AuditRequest:
+        """The same audit of another model (``check MODEL...``)."""
+        return replace(self, model=model)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What one input shape needs: the canonical graph, a rule per node, the tolerance, the cast params."""
+
+    graph: Graph
+    assignment: Assignment
     tolerance: Tolerance
-    layers: list[LayerAudit]
-    samples: list[SampleAudit]
-    fidelity: FidelityResult | None
-    notes: list[str] = field(default_factory=list)
-    rule_checks: list[RuleCheck] | None = None
-    relevance: dict[str, np.ndarray] | None = None
-    config: dict = field(default_factory=dict)
-    elapsed_s: float | None = None  # wall-clock seconds of the audit (load excluded); JUnit/JSON timings
-
-    @property
-    def bound(self) -> float:
-        return UNEXPLAINED_BOUND[self.dtype]
-
-    def layer_rows(self) -> list[dict]:
-        """One row per node, aggregated over samples (the worst sample's figures)."""
-        return [layer.aggregate_row(self.tolerance.gate, self.bound) for layer in self.layers]
-
-    def sample_layer_rows(self, position: int) -> list[dict]:
-        """The per-node rows of the ``position``-th sample."""
-        return [layer.sample_row(position, self.tolerance.gate, self.bound) for layer in self.layers]
-
-    @property
-    def verdict(self) -> str:
-        failed = any(row["verdict"] != "pass" for row in self.layer_rows())
-        failed = failed or any(s.verdict != "pass" for s in self.samples)
-        return "fail" if failed else "pass"
+    params: dict
 
 
-def _batches(model, inputs, random: int | None, seed: int, batch_size: int, input_shapes) -> Iterable[Batch]:
+def audit(model, rules: RuleChoice | Config, inputs=None, **options) -> AuditResult:
+    """Audit LRP conservation of ``model`` (a path or a loaded model) under ``rules`` on an input set.
+
+    ``rules`` is a Rule, a mapping of node ids to rules, a function of the node, or a loaded config; ``options``
+    are the other fields of :class:`AuditRequest` (``random``, ``batch_size``, ``tolerance``, ...).
+    """
+    if isinstance(rules, Config):
+        return run_audit(AuditRequest(model, config=rules, inputs=inputs, **options))
+    return run_audit(AuditRequest(model, rules=rules, inputs=inputs, **options))
+
+
+def resolve_config(request: AuditRequest) -> Config:
+    """The request's configuration: the file, preset or defaults, with the request's settings on top."""
+    given = [request.config is not None, request.preset is not None, request.rules is not None]
+    if sum(given) > 1:
+        raise ConfigError("give one of a config file, a preset or rules, not several")
+    if isinstance(request.config, Config):
+        config = request.config
+    elif request.rules is not None:
+        config = Config()
+    else:
+        preset = request.preset if request.config is not None or request.preset else DEFAULT_PRESET
+        config = load_config(request.config, None if request.config is not None else preset)
+    # the target is not a config override: an explicit index is checked against the model's output instead
+    return config.with_overrides(
+        dtype=request.dtype, gate=request.gate, init=request.init, explain=request.explain
+    )
+
+
+def open_model(request: AuditRequest):
+    """The loaded model and the request's input shapes keyed by input name."""
+    model = request.model
+    if isinstance(model, (str, Path)):
+        model = load_model(model, dict(request.input_shapes) if request.input_shapes else None)
+    if (
+        request.input_shapes is None
+        and isinstance(request.inputs, (str, Path))
+        and hasattr(model, "set_input_shapes")
+    ):
+        try:
+            model.declared_shapes()
+        except InputError:  # a scripted archive records no example input: take the shape from the inputs
+            model.set_input_shapes(peek_shapes(request.inputs, model.input_names))
+    return model, name_unnamed(dict(request.input_shapes or {}) or None, model.input_names)
+
+
+def prepare(model, config: Config, rules: RuleChoice | None, request: AuditRequest, shapes) -> Prepared:
+    """The graph for one input shape with its rules, tolerance and params (once per shape)."""
+    graph = model.graph(shapes)
+    if config.explain == "logits":
+        graph = strip_output_softmax(graph)
+    if not graph.nodes and not request.allow_empty:
+        raise InputError(
+            f"{model.path}: nothing to audit: the graph has no layers (its output is its input); "
+            "pass --allow-empty to accept"
+        )
+    dtype = DTYPES[config.dtype]
+    check_batch_memory(graph, dtype.itemsize, str(model.path))
+    assignment = assign(graph, rules if rules is not None else config).complete()
+    tolerance = request.tolerance or config.tolerance(graph)
+    return Prepared(graph, assignment, tolerance, cast_params(graph, dtype, request.device))
+
+
+def run_audit(request: AuditRequest) -> AuditResult:
+    """Run one audit (see the module docstring). Inputs stream in batches: memory holds one batch's activations.
+
+    An audit that checks nothing is an InputError unless ``allow_empty``: no samples, a graph with no nodes, or
+    samples whose output relevance is all exactly zero (nothing to explain; with some such samples the audit
+    runs and a note names them).
+    """
+    check_device(request.device)
+    config = resolve_config(request)
+    model, input_shapes = open_model(request)
+    if request.inputs is None and not request.random:
+        raise InputError("no inputs: give --inputs PATH or --random N")
+    started = time.perf_counter()
+    torch_dtype = DTYPES[config.dtype]
+    target = request.target if request.target is not None else config.target
+    target = None if target in ("predicted", "pred") else target
+    accumulator = AuditAccumulator()
+    fidelity: FidelityResult | None = None
+    notes: list[str] = []
+    warnings: list[str] = []
+    checks: list[RuleCheck] | None = None
+    saved: dict[str, list[np.ndarray]] = {}
+    prepared: dict[tuple, Prepared] = {}
+    tolerance = request.tolerance or config.tolerance(Graph([], [], []))
+    for batch in _batches(model, request, input_shapes):
+        shapes = _shapes(batch)
+        key = tuple(sorted(shapes.items()))
+        if key not in prepared:
+            prepared[key] = prepare(model, config, request.rules, request, shapes)
+            for warning in prepared[key].assignment.warnings:
+                if warning not in warnings:
+                    warnings.append(warning)
+                    if request.on_warning:
+                        request.on_warning(warning)
+        step = prepared[key]
+        tolerance = step.tolerance
+        if request.check_forward:
+            fidelity = _worse(fidelity, check_fidelity(model, model.graph(shapes), _feeds(batch)))
+        feeds = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in batch.arrays.items()}
+        rules = step.assignment.rules
+        try:
+            result = propagate(
+                step.graph, feeds, rules, config.init, target, torch_dtype, request.device, params=step.params
+            )
+        except InputError as exc:  # e.g. a target out of range: name the model it does not fit
+            raise InputError(f"{model.path}: {exc}") from exc
+        notes = result.notes
+        accumulator.add_records(result.records, step.assignment.sources)
+        accumulator.add_samples(result, batch.sources, batch.first_index)
+        if request.keep_relevance:
+            for name, tensor in result.input_relevance.items():
+                saved.setdefault(name, []).append(tensor.detach().cpu().numpy())
+            saved.setdefault("targets", []).append(result.targets.cpu().numpy())
+            saved.setdefault("output_relevance", []).append(result.output_relevance.detach().cpu().numpy())
+        if request.verify and checks is None:
+            checks = verify_rules(step.graph, feeds, rules, config.init, target, torch_dtype)
+        if request.on_batch:
+            request.on_batch(len(accumulator.samples), batch.size)
+    layers, samples = finalize(accumulator.layer_data(), accumulator.samples, tolerance, config.dtype)
+    notes = notes + _nothing_to_explain(model, samples, request.inputs, request.allow_empty)
+    if samples and not layers:
+        notes.append("the audit checked nothing: the graph has no layers (its output is its input)")
+    return AuditResult(
+        model_path=str(model.path),
+        model_format=model.format,
+        model_sha256=model.sha256(),
+        dtype=config.dtype,
+        device=request.device,
+        tolerance=tolerance,
+        layers=layers,
+        samples=samples,
+        fidelity=fidelity,
+        notes=tuple(notes),
+        rule_checks=tuple(checks) if checks is not None else None,
+        relevance={k: np.concatenate(v) for k, v in saved.items()} if request.keep_relevance else None,
+        config=_config_record(config, request),
+        elapsed_s=time.perf_counter() - started,
+        warnings=tuple(warnings),
+    )
+
+
+def _config_record(config: Config, request: AuditRequest) -> dict:
+    """How reports name and describe the run's configuration."""
+    if request.rules is not None:
+        return {}
+    return {
+        "name": config.name,
+        "path": str(config.path) if config.path else None,
+        "sha256": config.sha256,
+        "resolved": config.resolved(),
+    }
+
+
+def _batches(model, request: AuditRequest, input_shapes) -> Iterable[Batch]:
     declared = model.declared_shapes()
     check_shape_names(input_shapes, declared, model.path)
+    batch_size, inputs, random = request.batch_size, request.inputs, request.random
     fixed = fixed_batch(declared)
     if fixed is not None:
         batch_size = fixed  # the model only accepts this many samples at a time
@@ -83,9 +262,7 @@ def _batches(model, inputs, random: int | None, seed: int, batch_size: int, inpu
                 f"{model.path}: the model takes batches of exactly {fixed}; --random {random} is not a multiple"
             )
     if inputs is None:
-        if not random:
-            raise InputError("no inputs: give input files or a number of random samples")
-        return random_batches(declared, random, batch_size, seed, input_shapes)
+        return random_batches(declared, random, batch_size, request.seed, input_shapes)
     if isinstance(inputs, (str, Path)):
         return file_batches(inputs, declared, batch_size)
     if isinstance(inputs, np.ndarray):
@@ -95,129 +272,22 @@ def _batches(model, inputs, random: int | None, seed: int, batch_size: int, inpu
     return inputs
 
 
-def audit(
-    model,
-    rules: RuleChoice,
-    inputs=None,
-    *,
-    random: int | None = None,
-    seed: int = 0,
-    batch_size: int = 16,
-    init: str = "logit",
-    target=None,
-    dtype: str = "float64",
-    device: str = "cpu",
-    tolerance: Tolerance | None = None,
-    explain: str = "logits",
-    check_forward: bool = True,
-    verify: bool = False,
-    keep_relevance: bool = False,
-    rule_sources: dict[str, str] | None = None,
-    input_shapes: dict[str, tuple[int, ...]] | None = None,
-    on_batch: Callable[[int, int], None] | None = None,
-    allow_empty: bool = False,
-) -> AuditResult:
-    """Audit LRP conservation of ``model`` (path or loaded model) under ``rules`` on an input set.
-
-    Inputs stream in batches of ``batch_size``: memory holds one batch's activations. The forward pass is proven
-    against the model's runtime on every batch before relevance is propagated.
-
-    An audit that checks nothing is an InputError unless ``allow_empty``: no samples, a graph with no nodes, or
-    samples whose output relevance is all exactly zero (nothing to explain; with some such samples the audit
-    runs and a note names them).
-    """
-    model = load_model(model, input_shapes) if isinstance(model, (str, Path)) else model
-    _check_device(device)
-    started = time.perf_counter()
-    tolerance = tolerance or Tolerance()
-    torch_dtype = DTYPES[dtype]
-    layers: dict[str, LayerAudit] = {}
-    samples: list[SampleAudit] = []
-    fidelity: FidelityResult | None = None
-    notes: list[str] = []
-    checks: list[RuleCheck] | None = None
-    saved: dict[str, list[np.ndarray]] = {}
-    prepared: dict[tuple, tuple] = {}  # per input shape: (graph, rules, params in the propagation dtype)
-    for batch in _batches(model, inputs, random, seed, batch_size, input_shapes):
-        key = tuple(sorted(_shapes(batch).items()))
-        if key not in prepared:
-            graph = _graph_for(model, batch, explain)
-            if not graph.nodes and not allow_empty:
-                raise InputError(
-                    f"{model.path}: nothing to audit: the graph has no layers (its output is its input); "
-                    "pass --allow-empty to accept"
-                )
-            check_batch_memory(graph, torch_dtype.itemsize, str(model.path))
-            prepared[key] = (graph, resolve_rules(graph, rules), cast_params(graph, torch_dtype, device))
-        graph, chosen, params = prepared[key]
-        if check_forward:
-            fidelity = _worse(fidelity, check_fidelity(model, model.graph(_shapes(batch)), _feeds(batch)))
-        feeds = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.arrays.items()}
-        try:
-            result = propagate(graph, feeds, chosen, init, target, torch_dtype, device, params=params)
-        except InputError as exc:  # e.g. a target out of range: name the model it does not fit
-            raise InputError(f"{model.path}: {exc}") from exc
-        notes = result.notes
-        for node, record in zip(graph.nodes, result.records):
-            if node.id not in layers:
-                source = (rule_sources or {}).get(node.id, "default" if node.op not in _LINEAR else "rules")
-                layers[node.id] = LayerAudit(
-                    node.id, node.op, record.rule, source, record.bias_mode, tolerance.for_node(node.id)
-                )
-            layers[node.id].add(record)
-        batch_samples = samples_from(result, batch.sources, batch.first_index)
-        for position, sample in enumerate(batch_samples):
-            offset = len(samples) + position
-            verdicts = [
-                layer.sample_row(offset, tolerance.gate, UNEXPLAINED_BOUND[dtype])["verdict"]
-                for layer in layers.values()
-            ]
-            sample.verdict = sample_verdict(sample, verdicts, tolerance)
-        samples.extend(batch_samples)
-        if keep_relevance:
-            for name, tensor in result.input_relevance.items():
-                saved.setdefault(name, []).append(tensor.detach().cpu().numpy())
-            saved.setdefault("targets", []).append(result.targets.cpu().numpy())
-            saved.setdefault("output_relevance", []).append(result.output_relevance.detach().cpu().numpy())
-        if verify and checks is None:
-            checks = verify_rules(graph, feeds, chosen, init, target, torch_dtype)
-        if on_batch:
-            on_batch(len(samples), batch.size)
-    notes = notes + _nothing_to_explain(model, samples, inputs, allow_empty)
-    if samples and not layers:
-        notes.append("the audit checked nothing: the graph has no layers (its output is its input)")
-    return AuditResult(
-        model_path=str(model.path),
-        model_format=model.format,
-        model_sha256=model.sha256(),
-        dtype=dtype,
-        device=device,
-        tolerance=tolerance,
-        layers=list(layers.values()),
-        samples=samples,
-        fidelity=fidelity,
-        notes=notes,
-        rule_checks=checks,
-        relevance={k: np.concatenate(v) for k, v in saved.items()} if keep_relevance else None,
-        elapsed_s=time.perf_counter() - started,
-    )
-
-
-_LINEAR = ("linear", "conv", "conv_transpose", "affine")
-
-
-def _check_device(device: str) -> None:
+def check_device(device: str) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N`` where such a device exists; else an InputError naming ``--device``."""
     try:
-        kind = torch.device(device).type
+        parsed = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise InputError(f"--device {device!r}: not a device (cpu, cuda or cuda:N)") from exc
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA device is available here")
-    if kind not in ("cpu", "cuda"):
+    if parsed.type not in ("cpu", "cuda") or (parsed.type == "cpu" and parsed.index not in (None, 0)):
         raise InputError(f"--device {device!r}: lrpaudit runs on cpu or cuda")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA device is available here")
+        if (parsed.index or 0) >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
-def _nothing_to_explain(model, samples: list[SampleAudit], inputs, allow_empty: bool) -> list[str]:
+def _nothing_to_explain(model, samples, inputs, allow_empty: bool) -> list[str]:
     """Notes on samples with no output relevance; an InputError if the audit checked nothing at all.
 
     Decision: a sample whose output relevance is exactly zero (``init: logit`` and a target logit of exactly 0)
@@ -233,7 +303,7 @@ def _nothing_to_explain(model, samples: list[SampleAudit], inputs, allow_empty: 
             f"{model.path}: the audit checked nothing: the inputs{where} hold no samples; "
             "pass --allow-empty to accept an empty audit"
         )
-    empty = [sample.index for sample in samples if sample.output_scale == 0]
+    empty = [sample.index for sample in samples if sample.nothing_to_explain]
     if not empty:
         return []
     if len(empty) == len(samples) and not allow_empty:
@@ -256,28 +326,6 @@ def _feeds(batch: Batch) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(a) for name, a in batch.arrays.items()}
 
 
-def _graph_for(model, batch: Batch, explain: str) -> Graph:
-    graph = model.graph(_shapes(batch))
-    return strip_output_softmax(graph) if explain == "logits" else graph
-
-
 def _worse(old: FidelityResult | None, new: FidelityResult) -> FidelityResult:
+    """The fidelity result with the larger deviation (the one reports show)."""
     return new if old is None or new.max_rel_diff >= old.max_rel_diff else old
-
-
-def inspect_model(
-    path: str | Path,
-    random: int = 1,
-    seed: int = 0,
-    intermediates: bool = True,
-    input_shapes: dict[str, tuple[int, ...]] | None = None,
-) -> tuple[object, Graph, FidelityResult]:
-    """Load a model, build the canonical IR for ``random`` seeded samples and check it against the runtime."""
-    model = load_model(path, input_shapes)
-    declared = model.declared_shapes()
-    count = fixed_batch(declared) or random
-    batch = next(iter(random_batches(declared, count, count, seed, input_shapes)))
-    graph = model.graph(_shapes(batch))
-    check_batch_memory(graph, 4, str(model.path))
-    result = check_fidelity(model, graph, _feeds(batch), dtype="float32", intermediates=intermediates)
-    return model, graph, result

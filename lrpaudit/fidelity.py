@@ -10,6 +10,7 @@ import torch
 from .errors import FidelityError
 from .forward import run_forward
 from .ir import Graph
+from .verdicts import relative
 
 # Max |IR - reference| relative to the reference output's scale (max |ref|) that counts as the same function.
 DEFAULT_RTOL = {"float32": 1e-4, "float64": 1e-10}
@@ -24,7 +25,7 @@ class TensorDiff:
 
     @property
     def rel_diff(self) -> float:
-        return self.max_abs_diff / self.scale if self.scale > 0 else self.max_abs_diff
+        return relative(self.max_abs_diff, self.scale)
 
 
 @dataclass

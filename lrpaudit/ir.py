@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .errors import ModelError
+from .errors import ModelError, UnsupportedOpError
 
 # The op families, defined here once. Linear-type: ops whose LRP treatment is a linear-type rule (zero, epsilon,
 # gamma, ...), the ones a config must give a rule.
@@ -121,6 +121,26 @@ def validate(graph: Graph) -> None:
             raise ModelError(f"IR: graph output {name!r} is not produced by any node")
     if not graph.outputs:
         raise ModelError("IR: the graph has no outputs")
+
+
+def check_batch_axis(graph: Graph) -> None:
+    """Refuse graphs in which an op moves values between samples: the audit is per sample.
+
+    Every value must keep the inputs' batch size on axis 0 (row-major, so a reshape that keeps axis 0 keeps each
+    sample's block together).
+    """
+    sizes = {graph.shapes[name][0] for name in graph.inputs if graph.shapes.get(name)}
+    if len(sizes) != 1:
+        return
+    (batch,) = sizes
+    for node in graph.nodes:
+        shape = graph.shapes.get(node.output)
+        if shape is not None and (len(shape) == 0 or shape[0] != batch):
+            source = graph.source.get("path", "model")
+            raise UnsupportedOpError(
+                f"{source}: node {node.id!r} ({node.op}) turns the batch axis of size {batch} into "
+                f"{list(shape)}: ops that mix or drop samples cannot be audited per sample"
+            )
 
 
 def describe_params(node: Node) -> str:

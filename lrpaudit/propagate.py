@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 
-from .errors import ConfigError, InputError, UnsupportedOpError
+from .errors import ConfigError, InputError
 from .forward import cast_params, run_forward
-from .ir import Graph, Node
-from .passes.cleanup import check_batch_axis
-from .rules.linear import apply_linear_rule, per_sample
+from .ir import LINEAR_TYPE, POOLS, Graph, Node, check_batch_axis
+from .rules.assign import RuleChoice, assign
+from .rules.elementwise import handler_for
+from .rules.linear import apply_linear_rule
 from .rules.linear_view import linear_view
-from .rules.other import handler_for
-from .rules.spec import LINEAR_TYPE, POOLS, RULES, Rule, default_rule
+from .rules.numeric import per_sample
+from .rules.spec import RULES, Rule
 
 Tensor = torch.Tensor
-RuleChoice = Rule | Mapping[str, Rule] | Callable[[Node], Rule | None]
+
+
+def relative(value: Tensor, scale: Tensor) -> Tensor:
+    """``|value| / scale`` per sample; where the scale is 0, the absolute figure (as ``verdicts.relative``)."""
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.where(scale > 0, value.abs() / safe, value.abs())
 
 
 @dataclass
@@ -43,17 +49,13 @@ class NodeRecord:
     def residual(self) -> Tensor:
         return self.leak - self.absorbed_bias - self.absorbed_stabilizer - self.degenerate
 
-    def _relative(self, value: Tensor) -> Tensor:
-        safe = torch.where(self.scale > 0, self.scale, torch.ones_like(self.scale))
-        return torch.where(self.scale > 0, value.abs() / safe, value.abs())
-
     @property
     def rel_error(self) -> Tensor:
-        return self._relative(self.leak)
+        return relative(self.leak, self.scale)
 
     @property
     def rel_residual(self) -> Tensor:
-        return self._relative(self.residual)
+        return relative(self.residual, self.scale)
 
 
 @dataclass
@@ -86,45 +88,11 @@ class Propagation:
 
     @property
     def rel_error(self) -> Tensor:
-        scale = self.output_scale
-        return torch.where(scale > 0, self.leak.abs() / torch.where(scale > 0, scale, 1.0), self.leak.abs())
+        return relative(self.leak, self.output_scale)
 
     def total(self, category: str) -> Tensor:
         """Sum over nodes of one accounting category (absorbed_bias, absorbed_stabilizer, degenerate, residual)."""
         return sum((getattr(r, category) for r in self.records), torch.zeros_like(self.r_output))
-
-
-def resolve_rules(graph: Graph, rules: RuleChoice) -> dict[str, Rule]:
-    """A rule for every node: the user's for linear-type nodes (required), defaults elsewhere; loud on gaps."""
-    if isinstance(rules, Rule):
-        default = rules
-
-        def choose(node: Node) -> Rule | None:
-            return default if node.op in LINEAR_TYPE else None
-    elif isinstance(rules, Mapping):
-        mapping = rules
-
-        def choose(node: Node) -> Rule | None:
-            return mapping.get(node.id)
-    else:
-        choose = rules
-    chosen: dict[str, Rule] = {}
-    missing = []
-    for node in graph.nodes:
-        rule = choose(node) or default_rule(node.op)
-        if rule is None and node.op in LINEAR_TYPE:
-            missing.append(node.id)
-            continue
-        if rule is None:
-            raise UnsupportedOpError(
-                f"node {node.id!r}: no LRP rule for op {node.op!r} (refusing to fall back to the gradient)"
-            )
-        if node.op not in RULES[rule.name].ops:
-            raise ConfigError(f"node {node.id!r}: rule {rule.name!r} does not apply to op {node.op!r}")
-        chosen[node.id] = rule
-    if missing:
-        raise ConfigError(f"no rule matches the linear-type nodes {missing}")
-    return chosen
 
 
 def output_relevance(output: Tensor, target, init: str) -> tuple[Tensor, Tensor]:
@@ -189,7 +157,7 @@ def propagate(
     result then keeps every activation in ``values`` (for self-verification and debugging).
     """
     check_batch_axis(graph)
-    chosen = resolve_rules(graph, rules)
+    chosen = assign(graph, rules).complete().rules
     params = params if params is not None else cast_params(graph, dtype, device)
     values = run_forward(graph, feeds, dtype, device, params) if values is None else dict(values)
     output = values[graph.outputs[0]]

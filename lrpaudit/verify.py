@@ -13,11 +13,13 @@ from dataclasses import dataclass
 import torch
 
 from .forward import cast_params
-from .ir import Graph, Node
-from .propagate import RuleChoice, propagate, resolve_rules
+from .ir import LINEAR_TYPE, POOLS, Graph, Node
+from .propagate import propagate
+from .rules.assign import RuleChoice, assign
 from .rules.linear import apply_linear_rule
 from .rules.linear_view import linear_view
-from .rules.spec import LINEAR_TYPE, POOLS, Rule
+from .rules.spec import Rule
+from .verdicts import relative
 
 Tensor = torch.Tensor
 
@@ -33,7 +35,7 @@ class RuleCheck:
 
     @property
     def rel_dev(self) -> float:
-        return self.max_abs_dev / self.scale if self.scale > 0 else self.max_abs_dev
+        return relative(self.max_abs_dev, self.scale)
 
 
 def _rows(fn, x: Tensor, units: Tensor) -> Tensor:
@@ -140,7 +142,7 @@ def verify_rules(
     sample: int = 0,
 ) -> list[RuleCheck]:
     """Dense re-evaluation of every linear-type node's rule on one sample; returns the deviations."""
-    chosen = resolve_rules(graph, rules)
+    chosen = assign(graph, rules).complete().rules
     keep: dict[str, Tensor] = {}
     result = propagate(graph, feeds, chosen, init, target, dtype, keep_relevance=keep)
     values = result.values or {}

@@ -14,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from lrpaudit.cli import main
-from lrpaudit.cli_batch import _options, execute, load_manifest
-from lrpaudit.reports.json_report import validate_report
+from lrpaudit.config.manifest import load_manifest
+from lrpaudit.reports.schema_check import validate_report
+from lrpaudit.runner import execute, request_for
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_models"
@@ -118,7 +119,7 @@ def test_audit_results_pickle_without_tensors():
     """What a --jobs worker sends back: an AuditResult that pickles and keeps its numbers."""
     manifest = load_manifest(SAMPLES / "batch.yaml")
     run = manifest.runs[10]  # digits_cnn.pt x epsilon-plus-flat
-    outcome = execute(run.index, run.model.path, _options(run))
+    outcome = execute(run.index, request_for(run))
     assert outcome.error is None
     copy = pickle.loads(pickle.dumps(outcome))
     assert copy.result.layer_rows() == outcome.result.layer_rows()

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from lrpaudit.cli import main
-from lrpaudit.reports.json_report import validate_report
+from lrpaudit.reports.schema_check import validate_report
 
 from .reference_models import export_onnx
 
@@ -388,7 +388,7 @@ def test_internal_error_exits_3_with_a_short_message(monkeypatch, tmp_path):
         raise RuntimeError("simulated engine bug")
 
     monkeypatch.setattr("lrpaudit.api.propagate", boom)
-    monkeypatch.setattr("lrpaudit.cli.tempfile.gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr("lrpaudit.cli._common.tempfile.gettempdir", lambda: str(tmp_path))
     report = tmp_path / "audit.json"
     result = invoke(CNN_ONNX, "--random", "2", "--json-report", report, "--exit-zero")
     assert result.exit_code == 3, result.output  # never 1, and --exit-zero does not hide it

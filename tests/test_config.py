@@ -771,19 +771,7 @@ def test_zennit_composites(graph):
 
 
 def _audit(path: Path, config) -> lrpaudit.AuditResult:
-    graph = _graph(path, batch=8)
-    assignment = config.assign(graph)
-    return lrpaudit.audit(
-        str(path),
-        assignment.rules,
-        random=8,
-        seed=1,
-        batch_size=8,
-        init=config.init,
-        dtype=config.dtype,
-        tolerance=config.tolerance(graph),
-        rule_sources=assignment.sources,
-    )
+    return lrpaudit.audit(str(path), config, random=8, seed=1, batch_size=8)
 
 
 def test_conservative_passes_where_epsilon_plus_flat_leaks_bias(models):

@@ -192,8 +192,8 @@ def test_python_snippet_runs(workdir, monkeypatch):
 
 
 def test_yaml_examples_load(tmp_path):
-    from lrpaudit.cli_batch import load_manifest
     from lrpaudit.config import load_config
+    from lrpaudit.config.manifest import load_manifest
 
     yaml_blocks = [body for language, body, _ in blocks() if language == "yaml"]
     manifests = [body for body in yaml_blocks if re.search(r"^models:", body, re.M)]

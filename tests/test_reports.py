@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 import sys
@@ -20,18 +21,17 @@ from lrpaudit import Rule, Tolerance
 from lrpaudit.errors import InputError, OutputError
 from lrpaudit.reports import github
 from lrpaudit.reports.baseline import compare, load_baseline
-from lrpaudit.reports.json_report import (
-    SUPPORTED_KEYWORDS,
-    ReportSchemaError,
-    build_report,
-    check_subset,
-    load_schema,
-    to_json_text,
-    validate_report,
-    write_json,
-)
+from lrpaudit.reports.json_report import build_report, to_json_text, write_json
 from lrpaudit.reports.junit import build_junit, write_junit
 from lrpaudit.reports.markdown import build_markdown, write_markdown
+from lrpaudit.reports.schema_check import (
+    SUPPORTED_KEYWORDS,
+    ReportSchemaError,
+    check_subset,
+    load_schema,
+    validate_report,
+)
+from lrpaudit.results import refinalize
 from tests.reference_models import export_onnx
 
 ROW_KEYS = [
@@ -134,14 +134,21 @@ def explained_fail(models):
 
 def with_nan(result):
     """A copy whose first linear node has NaN/inf figures on sample 1 (what a zero denominator produces)."""
-    broken = copy.deepcopy(result)
-    layer = next(layer for layer in broken.layers if layer.op in ("conv", "linear"))
+    layer_data = result.layer_data()
+    meta, values = next((meta, values) for meta, values in layer_data if meta["op"] in ("conv", "linear"))
     for key in ("r_passed", "leak", "rel_error", "rel_residual"):
-        layer.values[key][1] = float("nan")
-    layer.values["residual"][1] = float("inf")
-    broken.samples[1].r_input = float("nan")
-    broken.samples[1].r_input_by_name = {"x": float("nan")}
-    return broken, layer.node_id
+        values[key][1] = float("nan")
+    values["residual"][1] = float("inf")
+    samples = result.raw_samples()
+    samples[1] = dataclasses.replace(samples[1], r_input=float("nan"), r_input_by_name={"x": float("nan")})
+    return refinalize(result, layer_data, samples), meta["id"]
+
+
+def with_meta(result, position: int, **meta):
+    """A copy whose ``position``-th node has another description (id, rule_source, ...)."""
+    layer_data = result.layer_data()
+    layer_data[position][0].update(meta)
+    return refinalize(result, layer_data)
 
 
 def validate(report: dict) -> None:
@@ -231,8 +238,8 @@ def test_report_of_failing_and_passing_runs_matches_design_and_schema(failing, p
 
 
 def test_config_environment_and_rule_checks_are_carried(models, failing):
-    result = copy.deepcopy(failing)
-    result.config = {"name": "mine", "path": "lrp.yaml", "sha256": "ab" * 32, "resolved": {"rules": []}}
+    config = {"name": "mine", "path": "lrp.yaml", "sha256": "ab" * 32, "resolved": {"rules": []}}
+    result = dataclasses.replace(failing, config=config)
     report = build_report([result], environment={"device": "cuda (test)"})
     validate(report)
     config = report["runs"][0]["config"]
@@ -256,8 +263,8 @@ def test_empty_run_list_still_has_every_key():
 
 def test_non_finite_numbers_become_null_with_marker(failing):
     broken, node = with_nan(failing)
-    broken.fidelity = copy.deepcopy(failing.fidelity)
-    broken.fidelity.max_rel_diff = float("inf")
+    fidelity = dataclasses.replace(failing.fidelity, max_rel_diff=float("inf"))
+    broken = dataclasses.replace(broken, fidelity=fidelity)
     report = build_report([broken])
     text = json.dumps(report, allow_nan=False)  # must not raise
     assert not re.search(r"[:\[,]\s*(NaN|-?Infinity)\b", text)  # no bare NaN/Infinity tokens
@@ -446,8 +453,7 @@ def test_junit_structure_counts_and_numbers(failing, passing):
 
 
 def test_junit_end_to_end_only_failure_and_hostile_ids(end_to_end_only, tmp_path):
-    odd = copy.deepcopy(end_to_end_only)
-    odd.layers[0].node_id = 'a<b>&"c\x01 ]]>'
+    odd = with_meta(end_to_end_only, 0, id='a<b>&"c\x01 ]]>')
     path = write_junit([odd, end_to_end_only], tmp_path / "junit.xml")
     root = ET.parse(path).getroot()
     check_junit_10(root)
@@ -497,8 +503,7 @@ def test_markdown_header_tables_details_notes(failing, passing, tmp_path):
 
 
 def test_markdown_caps_the_worst_table_and_escapes_cells(deep):
-    odd = copy.deepcopy(deep)
-    odd.layers[1].node_id = "fc|1\nx"
+    odd = with_meta(deep, 1, id="fc|1\nx")
     text = build_markdown([odd], worst=5)
     section = text.split("### Failing layers, worst first")[1].split("<details>")[0]
     assert (
@@ -538,8 +543,7 @@ def test_annotations_worst_first_capped_and_escaped(deep, failing):
 
 
 def test_annotation_anchors_to_config_line_and_workspace(failing, tmp_path):
-    anchored = copy.deepcopy(failing)
-    anchored.layers[0].rule_source = "configs/lrp.yaml:12:5"
+    anchored = with_meta(failing, 0, rule_source="configs/lrp.yaml:12:5")
     workspace = Path(anchored.model_path).parent
     lines = github.annotations([anchored], env={"GITHUB_WORKSPACE": str(workspace)})
     by_node = {line.split("::")[2].split(" (")[0]: line for line in lines}

@@ -30,7 +30,7 @@ from lrpaudit.frontends import load_model
 from lrpaudit.inputs import file_batches
 from lrpaudit.inputs.limits import check_batch_memory
 from lrpaudit.inputs.shapes import MAX_SAMPLE_ELEMENTS
-from lrpaudit.reports.json_report import validate_report
+from lrpaudit.reports.schema_check import validate_report
 from lrpaudit.rules import Rule
 
 from ._robustness import (
@@ -775,7 +775,7 @@ def test_ctrl_c_during_a_report_write_leaves_nothing_half_written(files, tmp_pat
     target = tmp_path / ("audit.json" if which == "json" else "maps.npz")
     target.write_text("previous")
     if which == "json":
-        import lrpaudit.reports._common as common
+        import lrpaudit.reports._io as common
 
         def interrupted_replace(src, dst):
             raise KeyboardInterrupt
@@ -789,7 +789,7 @@ def test_ctrl_c_during_a_report_write_leaves_nothing_half_written(files, tmp_pat
             real_savez(out, **{k: v for k, v in list(arrays.items())[:1]})
             raise KeyboardInterrupt
 
-        monkeypatch.setattr("lrpaudit.cli_check.np.savez", interrupted_savez)
+        monkeypatch.setattr("lrpaudit.reports.emit.np.savez", interrupted_savez)
         args = ["--save-relevance", target]
     result = check(files.onnx, "--inputs", files.inputs, "-q", *args)
     assert result.exit_code == 130, result.output
@@ -799,7 +799,7 @@ def test_ctrl_c_during_a_report_write_leaves_nothing_half_written(files, tmp_pat
 
 
 def test_an_internal_error_exits_3_with_a_private_traceback_file(files, tmp_path, monkeypatch):
-    monkeypatch.setattr("lrpaudit.cli.tempfile.gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr("lrpaudit.cli._common.tempfile.gettempdir", lambda: str(tmp_path))
     planted = tmp_path / "victim.txt"
     planted.write_text("keep me")
     os.symlink(planted, tmp_path / "lrpaudit-traceback.txt")  # a planted link in a shared /tmp

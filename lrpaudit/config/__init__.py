@@ -5,17 +5,9 @@
     assignment = config.assign(graph)             # rule per node, with "lrp.yaml:12"-style sources
     tolerance = config.tolerance(graph)
 
-Validation approach: a custom PyYAML loader composes the document into nodes (YAML 1.2 core-schema scalars, so
-``1e-3`` is a number and ``yes`` a string; duplicate keys are errors) and converts them by hand into plain data
-plus a table of line/column positions (:mod:`.yaml_loader`). pydantic v2 models with ``strict=True``,
-``extra="forbid"`` and ``allow_inf_nan=False`` then check the shape of the data (:mod:`.schema`), and every error
-location pydantic reports is mapped back through the position table. pydantic was chosen over a hand-written
-validator because it reports exact types strictly (``true`` is not a number, ``"1e-3"`` is not a float), knows
-every allowed key for the "did you mean" hint, and can emit a JSON Schema; over jsonschema because its error
-locations point at the offending key itself. What depends on other values (a rule's parameters depend on its
-name; op names; the version; ``extends`` targets) is checked by hand in :mod:`.layers` with the same
-``file:line:col: dotted.key: message`` format. The first error in file order is raised; all of them are on the
-exception's ``errors`` attribute when pydantic found several.
+Validation: a custom PyYAML loader (:mod:`.yaml_loader`) keeps line/column positions, pydantic v2 (strict,
+``extra="forbid"``) checks the shape (:mod:`.schema`, which says why pydantic), and what depends on other values
+is checked by hand in :mod:`.file`, all reported as ``file:line:col: dotted.key: message``.
 
 Config format (``version: 1`` is required in every file, presets included)::
 
@@ -42,11 +34,12 @@ Config format (``version: 1`` is required in every file, presets included)::
 See :mod:`.matching` for the matchers and :mod:`.settings` for precedence.
 """
 
-from .layers import OverrideEntry, RuleEntry
+from ..rules.assign import Assignment
+from .file import OverrideEntry, RuleEntry
 from .matching import Matcher
 from .presets import list_presets, preset_path
 from .schema import ConfigFileError
-from .settings import Assignment, Config, load_config
+from .settings import Config, load_config
 
 __all__ = [
     "Assignment",

@@ -3,7 +3,12 @@
 pydantic checks the *shape* of a file: known keys only (``extra="forbid"``), exact types (``strict=True``: no
 ``"1e-3"`` or ``true`` where a number belongs), finite numbers (``allow_inf_nan=False``), enums, ranges. What
 depends on other values (a rule's parameters depend on the rule's name; op names; ``version``) is checked by
-:mod:`lrpaudit.config.layers` with the same error format.
+:mod:`lrpaudit.config.file` with the same error format.
+
+pydantic was chosen over a hand-written validator because it reports exact types strictly (``true`` is not a
+number, ``"1e-3"`` is not a float), knows every allowed key for the "did you mean" hint, and can emit a JSON
+Schema; over jsonschema because its error locations point at the offending key itself. The first error in file
+order is raised; all of them are on the exception's ``errors`` attribute when pydantic found several.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from ..errors import ConfigError
 from ..rules.spec import BIAS_MODES
-from .yaml_loader import Path_, Positions, dotted
+from .yaml_loader import KeyPath, Positions, dotted
 
 SUPPORTED_VERSION = 1
 Bias = Literal[BIAS_MODES]  # type: ignore[valid-type]
@@ -34,7 +39,7 @@ class ConfigFileError(ConfigError):
 
 
 def error_at(
-    file: str, positions: Positions, path: Path_, message: str, at_key: bool = False
+    file: str, positions: Positions, path: KeyPath, message: str, at_key: bool = False
 ) -> ConfigFileError:
     """An error about the value (or, with ``at_key``, the key) at ``path``."""
     line, column = positions.key(path) if at_key else positions.value(path)
@@ -168,7 +173,7 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def _message(err: dict) -> str:
+def pydantic_message(err: dict) -> str:
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
     if kind == "missing":
         if tuple(err["loc"]) == ("version",):
@@ -221,7 +226,7 @@ def validate_file(data: Any, positions: Positions, file: str) -> FileSpec:
         for err in exc.errors():
             loc = tuple(err["loc"])
             at_key = err["type"] == "extra_forbidden"
-            found.append(error_at(file, positions, loc, _message(err), at_key=at_key))
+            found.append(error_at(file, positions, loc, pydantic_message(err), at_key=at_key))
         found.sort(key=lambda e: (e.line, e.column))
         first = found[0]
         first.errors = found

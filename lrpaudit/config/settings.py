@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from ..audit import Tolerance
 from ..errors import ConfigError
-from ..ir import Graph
-from ..rules.spec import BIAS_MODES, LINEAR_TYPE, RULES, Rule, default_rule
-from .layers import Layer, OverrideEntry, RuleEntry, read_layer, resolve_extends
+from ..ir import Graph, Node
+from ..rules.assign import Assignment, assign
+from ..rules.spec import BIAS_MODES, RULES
+from ..verdicts import Tolerance
+from .file import ConfigFile, OverrideEntry, RuleEntry, read_config_file, resolve_extends
 from .matching import GraphContext
 from .presets import preset_path
 from .schema import ConfigFileError
@@ -45,15 +46,6 @@ CHOICES = {
     "gate": ("strict", "explained"),
 }
 _MAX_LISTED = 12
-
-
-@dataclass
-class Assignment:
-    """A rule for every node of one graph, where each came from, and warnings about unused config entries."""
-
-    rules: dict[str, Rule]
-    sources: dict[str, str]
-    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -85,59 +77,12 @@ class Config:
     # ------------------------------------------------------------------------------------------ rules
 
     def assign(self, graph: Graph) -> Assignment:
-        """Pick a rule for every node of ``graph`` (first matching entry wins; defaults for non-linear ops).
+        """Pick a rule for every node of ``graph`` (see :class:`RuleMatcher`, and :func:`rules.assign.assign`)."""
+        return assign(graph, self)
 
-        Raises ConfigError when a linear-type node matches no entry, or when an entry that selects nodes by op,
-        index or position lands on an op its rule cannot apply to. An entry that only has a ``name`` glob (or no
-        match at all) skips nodes its rule cannot apply to. Warnings name the user-file entries (and tolerance
-        overrides) that no node ends up using.
-        """
-        context = GraphContext.of(graph)
-        built = [entry.build(self.bias) for entry in self.rules]
-        matched = [0] * len(self.rules)
-        chosen_count = [0] * len(self.rules)
-        rules: dict[str, Rule] = {}
-        sources: dict[str, str] = {}
-        missing: list[str] = []
-        for node in graph.nodes:
-            chosen = None
-            for k, entry in enumerate(self.rules):
-                if not entry.matcher.matches(node, context):
-                    continue
-                if node.op not in RULES[entry.rule].ops:
-                    if entry.matcher.selects_by_op and chosen is None:
-                        raise self._entry_error(
-                            entry,
-                            f"rule {entry.rule!r} cannot apply to node {node.id!r} (op {node.op!r}; "
-                            f"{entry.rule} applies to: {', '.join(RULES[entry.rule].ops)})",
-                        )
-                    continue
-                matched[k] += 1
-                if chosen is None:
-                    chosen = k
-            if chosen is not None:
-                chosen_count[chosen] += 1
-                rules[node.id] = built[chosen]
-                sources[node.id] = self.rules[chosen].source
-                continue
-            if node.op in LINEAR_TYPE:
-                missing.append(f"{node.id!r} ({node.op})")
-                continue
-            fallback = default_rule(node.op)
-            if fallback is not None:  # ops with no rule at all are refused by the propagation
-                if RULES[fallback.name].has_bias:
-                    fallback = Rule(fallback.name, bias=self.bias, **fallback.params)
-                rules[node.id] = fallback
-                sources[node.id] = "default"
-        if missing:
-            raise self._missing_error(missing)
-        warnings = [
-            self._unused(entry, k, matched[k])
-            for k, entry in enumerate(self.rules)
-            if chosen_count[k] == 0 and entry.origin.preset is None
-        ]
-        warnings += self._unused_overrides(graph, context)
-        return Assignment(rules, sources, warnings)
+    def chooser(self, graph: Graph) -> RuleMatcher:
+        """The per-node rule choice of this config on ``graph``, for :func:`lrpaudit.rules.assign.assign`."""
+        return RuleMatcher(self, graph)
 
     def _entry_error(self, entry: RuleEntry, message: str) -> ConfigFileError:
         line, column = entry.match_at
@@ -250,6 +195,57 @@ class Config:
         }
 
 
+class RuleMatcher:
+    """A config's rule choice on one graph: the first matching entry wins, and which entries got used.
+
+    An entry that selects nodes by op, index or position and lands on an op its rule cannot apply to is an error
+    pointing at the entry; an entry with only a ``name`` glob (or no match at all) skips such nodes. Warnings name
+    the user-file entries (and tolerance overrides) that no node ends up using.
+    """
+
+    def __init__(self, config: Config, graph: Graph) -> None:
+        self.config = config
+        self.graph = graph
+        self.default_bias = config.bias
+        self.context = GraphContext.of(graph)
+        self.built = [entry.build(config.bias) for entry in config.rules]
+        self.matched = [0] * len(config.rules)
+        self.chosen = [0] * len(config.rules)
+
+    def choose(self, node: Node):
+        chosen = None
+        for k, entry in enumerate(self.config.rules):
+            if not entry.matcher.matches(node, self.context):
+                continue
+            if node.op not in RULES[entry.rule].ops:
+                if entry.matcher.selects_by_op and chosen is None:
+                    raise self.config._entry_error(
+                        entry,
+                        f"rule {entry.rule!r} cannot apply to node {node.id!r} (op {node.op!r}; "
+                        f"{entry.rule} applies to: {', '.join(RULES[entry.rule].ops)})",
+                    )
+                continue
+            self.matched[k] += 1
+            if chosen is None:
+                chosen = k
+        if chosen is None:
+            return None, "default"
+        self.chosen[chosen] += 1
+        return self.built[chosen], self.config.rules[chosen].source
+
+    def missing_error(self, nodes: list[Node]) -> Exception:
+        return self.config._missing_error([f"{node.id!r} ({node.op})" for node in nodes])
+
+    def warnings(self) -> list[str]:
+        config = self.config
+        unused = [
+            config._unused(entry, k, self.matched[k])
+            for k, entry in enumerate(config.rules)
+            if self.chosen[k] == 0 and entry.origin.preset is None
+        ]
+        return unused + config._unused_overrides(self.graph, self.context)
+
+
 def _jsonable(value: Any) -> Any:
     return value.tolist() if isinstance(value, np.ndarray) else value
 
@@ -276,37 +272,43 @@ def _check_setting(key: str, value: Any, source: str) -> None:
 # ------------------------------------------------------------------------------------------- loading
 
 
-def _chain(first: Layer) -> list[Layer]:
-    """The layer and everything it extends, child first; a cycle is an error naming the chain."""
-    layers = [first]
+def _chain(first: ConfigFile) -> list[ConfigFile]:
+    """The file and everything it extends, child first; a cycle is an error naming the chain."""
+    files = [first]
     seen = [first.origin.real]
-    while layers[-1].spec.extends is not None:
-        child = layers[-1]
+    while files[-1].spec.extends is not None:
+        child = files[-1]
         real, display, preset = resolve_extends(child)
         if real in seen:
-            names = [layer.origin.label for layer in layers] + [f"preset {preset}" if preset else display]
+            names = [config_file.origin.label for config_file in files] + [
+                f"preset {preset}" if preset else display
+            ]
             raise child.error(("extends",), f"extends cycle: {' -> '.join(names)}")
         seen.append(real)
-        layers.append(read_layer(real, display, preset))
-    return layers
+        files.append(read_config_file(real, display, preset))
+    return files
 
 
-def _merge(layers: list[Layer], path: str | None, sha256: str | None, preset: str | None) -> Config:
+def _merge(files: list[ConfigFile], path: str | None, sha256: str | None, preset: str | None) -> Config:
     config = Config(path=path, sha256=sha256, preset=preset)
     for key in DEFAULTS:
-        for layer in layers:
-            if key in layer.settings:
-                value, source = layer.settings[key]
+        for config_file in files:
+            if key in config_file.settings:
+                value, source = config_file.settings[key]
                 setattr(config, key, value)
                 config.sources[key] = source
                 break
-    for layer in layers:
-        config.rules.extend(layer.rules)
-        config.overrides.extend(layer.overrides)
+    for config_file in files:
+        config.rules.extend(config_file.rules)
+        config.overrides.extend(config_file.overrides)
         config.chain.append(
-            {"file": layer.origin.file, "preset": layer.origin.preset, "sha256": layer.origin.sha256}
+            {
+                "file": config_file.origin.file,
+                "preset": config_file.origin.preset,
+                "sha256": config_file.origin.sha256,
+            }
         )
-    root = layers[0]
+    root = files[0]
     line, column = root.positions.key(("rules",)) if root.spec.rules is not None else (1, 1)
     config._rules_at = (root.origin.file, line, column)
     return config
@@ -324,10 +326,10 @@ def load_config(path: str | Path | None = None, preset: str | None = None) -> Co
         )
     if path is not None:
         display = str(path)
-        layers = _chain(read_layer(Path(path).resolve(), display))
-        return _merge(layers, display, layers[0].origin.sha256, None)
+        files = _chain(read_config_file(Path(path).resolve(), display))
+        return _merge(files, display, files[0].origin.sha256, None)
     if preset is not None:
         real = preset_path(preset).resolve()
-        layers = _chain(read_layer(real, str(real), preset))
-        return _merge(layers, None, None, preset)
+        files = _chain(read_config_file(real, str(real), preset))
+        return _merge(files, None, None, preset)
     return Config()

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-Path_ = tuple[str | int, ...]
+KeyPath = tuple[str | int, ...]
 
 _REMOVED_TAGS = {
     "tag:yaml.org,2002:bool",
@@ -57,7 +57,7 @@ StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+01
 class YamlError(Exception):
     """A problem at a position in the YAML text: ``path`` is the data path ('' parts for none)."""
 
-    def __init__(self, line: int, column: int, path: Path_, message: str) -> None:
+    def __init__(self, line: int, column: int, path: KeyPath, message: str) -> None:
         super().__init__(message)
         self.line, self.column, self.path, self.message = line, column, path, message
 
@@ -66,17 +66,17 @@ class YamlError(Exception):
 class Positions:
     """1-based (line, column) of each value and of each mapping key, by data path."""
 
-    values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    values: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
 
-    def value(self, path: Path_) -> tuple[int, int]:
+    def value(self, path: KeyPath) -> tuple[int, int]:
         """Where the value at ``path`` starts; for a missing path, where its nearest existing parent starts."""
         path = tuple(path)
         while path and path not in self.values:
             path = path[:-1]
         return self.values.get(path, (1, 1))
 
-    def key(self, path: Path_) -> tuple[int, int]:
+    def key(self, path: KeyPath) -> tuple[int, int]:
         """Where the key of ``path`` starts (the value's position for list items and the root)."""
         path = tuple(path)
         return self.keys[path] if path in self.keys else self.value(path)
@@ -86,7 +86,7 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-def _scalar(node: yaml.ScalarNode, path: Path_) -> Any:
+def _scalar(node: yaml.ScalarNode, path: KeyPath) -> Any:
     tag, text = node.tag, node.value
     if tag == "tag:yaml.org,2002:str":
         return text
@@ -133,7 +133,7 @@ def load_yaml(text: str) -> tuple[Any, Positions]:
         return None, positions
     count = [0]
 
-    def convert(node: yaml.Node, path: Path_) -> Any:
+    def convert(node: yaml.Node, path: KeyPath) -> Any:
         count[0] += 1
         if count[0] > _MAX_NODES:
             raise YamlError(*_mark(node), path, f"document too large (over {_MAX_NODES} nodes after aliases)")
@@ -172,7 +172,7 @@ def load_yaml(text: str) -> tuple[Any, Positions]:
         raise YamlError(1, 1, (), "invalid YAML: nested too deeply") from None
 
 
-def dotted(path: Path_) -> str:
+def dotted(path: KeyPath) -> str:
     """``("rules", 1, "alpha")`` -> ``rules[1].alpha``; the empty path is ``<root>``."""
     text = ""
     for part in path:

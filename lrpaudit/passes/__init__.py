@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..ir import Graph
 from .batchnorm import fold_batchnorm
-from .cleanup import check_batch_axis, remove_dead_nodes
+from .cleanup import remove_dead_nodes
 from .fusions import fuse_gelu, fuse_linear_bias, mark_gates
 from .softmax import strip_output_softmax
 
@@ -21,7 +21,6 @@ def canonicalize(graph: Graph) -> Graph:
 
 __all__ = [
     "canonicalize",
-    "check_batch_axis",
     "fold_batchnorm",
     "fuse_gelu",
     "fuse_linear_bias",

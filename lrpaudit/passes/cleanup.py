@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-from ..errors import UnsupportedOpError
 from ..ir import Graph, Node
 
 
@@ -60,23 +59,3 @@ def remove_dead_nodes(graph: Graph) -> Graph:
             needed.update(node.inputs)
     graph.nodes = list(reversed(kept))
     return graph
-
-
-def check_batch_axis(graph: Graph) -> None:
-    """Refuse graphs in which an op moves values between samples: the audit is per sample.
-
-    Every value must keep the inputs' batch size on axis 0 (row-major, so a reshape that keeps axis 0 keeps each
-    sample's block together).
-    """
-    sizes = {graph.shapes[name][0] for name in graph.inputs if graph.shapes.get(name)}
-    if len(sizes) != 1:
-        return
-    (batch,) = sizes
-    for node in graph.nodes:
-        shape = graph.shapes.get(node.output)
-        if shape is not None and (len(shape) == 0 or shape[0] != batch):
-            source = graph.source.get("path", "model")
-            raise UnsupportedOpError(
-                f"{source}: node {node.id!r} ({node.op}) turns the batch axis of size {batch} into "
-                f"{list(shape)}: ops that mix or drop samples cannot be audited per sample"
-            )

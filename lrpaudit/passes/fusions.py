@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..ir import Graph, Node
+from ..ir import WEIGHTED, Graph, Node
 from .cleanup import absorb_successor, clone, single_consumer
 
 # Ops whose output is a bounded "gate" value: in x * gate, the gate is treated as a constant by LRP.
@@ -33,7 +33,7 @@ def fuse_linear_bias(graph: Graph) -> Graph:
     """``linear``/``conv`` followed by ``add_const`` that is a per-channel bias becomes one node with that bias."""
     graph = clone(graph)
     for node in list(graph.nodes):
-        if node.op not in ("linear", "conv", "conv_transpose") or node not in graph.nodes:
+        if node.op not in WEIGHTED or node not in graph.nodes:
             continue
         successor = single_consumer(graph, node.output)
         if successor is None or successor.op != "add_const":

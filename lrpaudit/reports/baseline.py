@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import InputError
-from ._common import severity
-from .json_report import SCHEMA_VERSION, ReportSchemaError, validate_report
+from ..verdicts import gated_metric, severity
+from ._format import fmt
+from .json_report import SCHEMA_VERSION
+from .schema_check import ReportSchemaError, validate_report
 
 DEFAULT_MARGIN = 0.5
 DEFAULT_FLOOR = {"float64": 1e-6, "float32": 1e-5}
@@ -229,7 +231,7 @@ def _compare_row(
     grew = new_fig > threshold if math.isfinite(old_fig) else False
     if grew:
         limit = f"> max({1 + margin:g}x, +{floor:g})"
-        reasons.append(f"{metric} {_num(old_value)} -> {_num(new_value)} ({limit})")
+        reasons.append(f"{metric} {_shown(old_value)} -> {_shown(new_value)} ({limit})")
     model, config = run["model"]["path"], _config_key(run)
 
     def change(reason: str) -> Change:
@@ -243,13 +245,9 @@ def _compare_row(
     if better_verdict or shrank:
         parts = [f"verdict {old_verdict} -> {new_verdict}"] if better_verdict else []
         if shrank:
-            parts.append(f"{metric} {_num(old_value)} -> {_num(new_value)}")
+            parts.append(f"{metric} {_shown(old_value)} -> {_shown(new_value)}")
         return None, change("; ".join(parts))
     return None, None
-
-
-def _num(value) -> str:
-    return "non-finite" if value is None else f"{value:.3g}"
 
 
 def compare(
@@ -269,7 +267,7 @@ def compare(
     result.vanished_runs = [_run_name(run) for run in old_runs]
     for now, old in pairs:
         gate = (now.get("tolerance") or {}).get("gate", "strict")
-        metric = "rel_residual" if gate == "explained" else "rel_error"
+        metric = gated_metric(gate)
         row_floor = (
             floor if floor is not None else DEFAULT_FLOOR.get(now.get("dtype"), DEFAULT_FLOOR["float64"])
         )
@@ -331,3 +329,7 @@ def compare(
                 )
             )
     return result
+
+
+def _shown(value) -> str:
+    return fmt(value, missing="non-finite")

@@ -21,7 +21,8 @@ import re
 from pathlib import Path
 
 from ..errors import OutputError
-from ._common import Failure, fmt, ranked_failures
+from ._format import fmt
+from .ranking import Failure, ranked_failures
 
 TITLES = {
     "fail": "lrpaudit: conservation",

@@ -6,7 +6,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..fidelity import FidelityResult
 from ..ir import Graph, table_rows
 
 
@@ -34,7 +33,8 @@ def render_ir(graph: Graph, console: Console | None = None, assignment=None) -> 
         console.print(f"note: {escape(note)}", highlight=False)
 
 
-def render_fidelity(result: FidelityResult, console: Console | None = None) -> None:
+def render_fidelity(result, console: Console | None = None) -> None:
+    """The fidelity line: max abs/rel difference to the runtime and how many tensors were compared."""
     console = console or Console(width=160)
     verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
     console.print(

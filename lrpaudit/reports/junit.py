@@ -24,8 +24,9 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..audit import CATEGORY_WORDS, category_share
-from ._common import atomic_write_text, fmt, gated_metric, model_name, run_label
+from ..verdicts import CATEGORY_WORDS, category_share, gated_metric, worst_row
+from ._format import fmt, model_name, run_label
+from ._io import atomic_write_text
 
 FAILURE_TYPES = {
     "fail": "ConservationError",
@@ -85,13 +86,13 @@ def sample_failure(result, position: int) -> tuple[str, str, str]:
     sample = result.samples[position]
     tolerance = result.tolerance
     explained = tolerance.gate == "explained"
-    figure = sample.rel_unexplained if explained else sample.rel_error
+    figure = sample.end_to_end(tolerance.gate)
     name = "rel_unexplained" if explained else "rel_error"
     failing = [row for row in result.sample_layer_rows(position) if row["verdict"] != "pass"]
     end_to_end = f"end-to-end {name} {fmt(figure)} (tolerance {fmt(tolerance.end_to_end_rtol)})"
     if failing:
         metric = gated_metric(tolerance.gate)
-        worst = max(failing, key=lambda r: r[metric] if r[metric] == r[metric] else float("inf"))
+        worst = worst_row(failing, tolerance.gate)
         message = (
             f"{len(failing)} layer check(s) fail on this sample, worst {worst['id']} ({worst['rule']}): "
             f"{metric} {fmt(worst[metric])} > {fmt(worst['tolerance'])}; {end_to_end}"

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..audit import CATEGORY_WORDS, category_share
-from ._common import atomic_write_text, fmt, gated_metric, metric_value, model_name, run_label, severity
+from ..verdicts import (
+    CATEGORY_WORDS,
+    category_share,
+    gated_metric,
+    metric_value,
+    rank_key,
+    severity_then_figure,
+)
+from ._format import fmt, model_name, run_label
+from ._io import atomic_write_text
 
 ICON = {"pass": "✅", "fail": "❌", "unexplained": "⚠️", "non_finite": "💥"}
 WORST_ROWS = 15
@@ -86,7 +94,7 @@ def _worst_table(results, limit: int) -> list[str]:
         metric = gated_metric(result.tolerance.gate)
         for order, row in enumerate(result.layer_rows()):
             entries.append((run, order, result, row, metric))
-    entries.sort(key=lambda e: (-severity(e[3]["verdict"]), -metric_value(e[3][e[4]]), e[0], e[1]))
+    entries.sort(key=lambda e: (*rank_key(e[3], e[2].tolerance.gate), e[0], e[1]))
     if any(e[3]["verdict"] != "pass" for e in entries):
         entries = [e for e in entries if e[3]["verdict"] != "pass"]
     else:  # all pass: the largest figures, zeros left out
@@ -177,7 +185,8 @@ def _details(result, max_rows: int) -> list[str]:
 def _samples_line(result) -> str:
     samples = result.samples
     failing = [s for s in samples if s.verdict != "pass"]
-    worst = max(samples, key=lambda s: metric_value(s.rel_error), default=None)
+    gate = result.tolerance.gate
+    worst = min(samples, key=lambda s: severity_then_figure(s.verdict, s.end_to_end(gate)), default=None)
     text = f"{len(failing)} of {len(samples)} fail end to end"
     if worst is not None:
         text += (

@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..audit import CATEGORY_WORDS, category_share
+from ..verdicts import CATEGORY_WORDS, category_share, ordered_rows, severity_then_figure, worst_row
+from ._format import fmt
 
 VERDICT_STYLE = {"pass": "green", "fail": "red", "unexplained": "bold magenta", "non_finite": "bold red"}
 COMPACT_RULE_WIDTH = 19
@@ -20,14 +21,6 @@ SHORT_WORDS = {
     "degenerate": "degen",
     "residual": "resid",
 }
-
-
-def _num(value) -> str:
-    if value is None:
-        return "-"
-    if value != value or value in (float("inf"), float("-inf")):
-        return "nan" if value != value else "inf"
-    return "0" if value == 0 else f"{value:.3g}"
 
 
 def short_rule(row: dict) -> str:
@@ -47,13 +40,6 @@ def _category(row: dict) -> str:
     return f"{SHORT_WORDS[category]} {category_share(row):.2g}%"
 
 
-def ordered_rows(rows: list[dict]) -> list[dict]:
-    """Failing rows first (worst first), then the rest in graph order."""
-    failing = [r for r in rows if r["verdict"] != "pass"]
-    failing.sort(key=lambda r: -(r["rel_error"] if r["rel_error"] == r["rel_error"] else float("inf")))
-    return failing + [r for r in rows if r["verdict"] == "pass"]
-
-
 def _exact_passthrough(row: dict) -> bool:
     """Rows of ops that only pass or route relevance and lost nothing beyond rounding."""
     return (
@@ -65,7 +51,7 @@ def _exact_passthrough(row: dict) -> bool:
 
 def render_layers(result, console: Console, verbose: bool = False) -> None:
     """The per-layer conservation table of one audit."""
-    rows = ordered_rows(result.layer_rows())
+    rows = ordered_rows(result.layer_rows(), result.tolerance.gate)
     title = escape(
         f"{result.model_path}  [{result.config.get('name', 'rules')}]  {result.dtype}, gate {result.tolerance.gate}"
     )
@@ -104,7 +90,7 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
         if verbose:
             cells.append(row["bias_mode"])
             cells += [
-                _num(row[k])
+                fmt(row[k])
                 for k in (
                     "r_received",
                     "r_passed",
@@ -115,9 +101,9 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
                     "residual",
                 )
             ]
-        cells.append(_num(row["rel_error"]))
+        cells.append(fmt(row["rel_error"]))
         if verbose:
-            cells += [_num(row["rel_residual"]), _num(row["tolerance"])]
+            cells += [fmt(row["rel_residual"]), fmt(row["tolerance"])]
         cells.append(_category(row))
         cells.append(Text(row["verdict"].upper(), style=VERDICT_STYLE[row["verdict"]]))
         table.add_row(*cells, style="red" if row["verdict"] != "pass" else None)
@@ -133,7 +119,8 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
 
 def render_samples(result, console: Console) -> None:
     """End-to-end figures per sample (worst first, at most 10)."""
-    samples = sorted(result.samples, key=lambda s: -s.rel_error)[:10]
+    gate = result.tolerance.gate
+    samples = sorted(result.samples, key=lambda s: severity_then_figure(s.verdict, s.end_to_end(gate)))[:10]
     table = Table(title="end to end (worst samples)", title_justify="left", pad_edge=False, show_edge=False)
     for header in (
         "sample",
@@ -151,12 +138,12 @@ def render_samples(result, console: Console) -> None:
         table.add_row(
             s.source,
             str(s.target),
-            _num(s.r_output),
-            _num(s.r_input),
-            _num(s.rel_error),
-            _num(s.totals["absorbed_bias"]),
-            _num(s.totals["absorbed_stabilizer"]),
-            _num(s.totals["degenerate"]),
+            fmt(s.r_output),
+            fmt(s.r_input),
+            fmt(s.rel_error),
+            fmt(s.totals["absorbed_bias"]),
+            fmt(s.totals["absorbed_stabilizer"]),
+            fmt(s.totals["degenerate"]),
             Text(s.verdict.upper(), style=VERDICT_STYLE[s.verdict]),
         )
     console.print(table)
@@ -176,8 +163,8 @@ def render_checks(result, console: Console) -> None:
             check.node_id,
             check.rule,
             f"{check.units_checked}/{check.units_total}",
-            _num(check.max_abs_dev),
-            _num(check.rel_dev),
+            fmt(check.max_abs_dev),
+            fmt(check.rel_dev),
         )
     console.print(table)
 
@@ -191,7 +178,7 @@ def summary_line(result) -> str:
     head = f"lrpaudit: {result.model_path} [{name}]: {result.verdict.upper()}"
     body = f"{len(rows) - len(failed)}/{len(rows)} layers pass, {len(result.samples) - failed_samples}/{len(result.samples)} samples pass"
     if failed:
-        worst = ordered_rows(rows)[0]
+        worst = worst_row(failed, result.tolerance.gate)
         category = CATEGORY_WORDS.get(worst.get("largest_category") or "", "-")
-        body += f"; worst {worst['id']} rel_error {_num(worst['rel_error'])} ({category})"
+        body += f"; worst {worst['id']} rel_error {fmt(worst['rel_error'])} ({category})"
     return f"{head}: {body}"

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import ConfigError
 from .linear_view import LinearView
+from .numeric import per_sample, safe_divide, stabilized_split
 from .spec import Rule
 
 Tensor = torch.Tensor
@@ -113,18 +114,6 @@ def build_branches(rule: Rule, view: LinearView, a: Tensor, z: Tensor) -> list[B
     raise ValueError(f"rule {name!r} is not a linear-type rule")
 
 
-def per_sample(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1).sum(dim=1)
-
-
-def _safe_divide(numerator: Tensor, denom: Tensor) -> tuple[Tensor, Tensor | None]:
-    """``numerator / denom`` with 0 where ``denom == 0``; also returns the zero mask (None if there is none)."""
-    zero = denom == 0
-    if not bool(zero.any()):
-        return numerator / denom, None
-    return torch.where(zero, 0.0, numerator / torch.where(zero, 1.0, denom)), zero
-
-
 def _branch_pre(
     branch: Branch, terms: list[Term], bias: Tensor | None, view: LinearView, like: Tensor
 ) -> Tensor:
@@ -154,27 +143,16 @@ def apply_linear_rule(rule: Rule, view: LinearView, a: Tensor, z: Tensor, r_out:
         terms = [t for t in branch.terms if t.input is not None]
         bias = None if rule.bias == "ignore" else branch.bias
         pre = _branch_pre(branch, terms, bias, view, r_out)
-        stab = (
-            branch.stabilizer * torch.where(pre >= 0, 1.0, -1.0).to(pre.dtype) if branch.stabilizer else None
-        )
-        denom = pre + stab if stab is not None else pre
         r_branch = r_out if branch.mask is None else r_out * branch.mask
         if branch.coeff != 1.0:
             r_branch = branch.coeff * r_branch
         coverage = coverage + (branch.coeff if branch.mask is None else branch.coeff * branch.mask)
-        grad, dead = _safe_divide(r_branch, denom)
+        grad, stab_share, dead_share = stabilized_split(pre, r_branch, branch.stabilizer)
+        absorbed_stab = absorbed_stab + stab_share
+        degenerate = degenerate + dead_share
         for term in terms:
             part = term.input * view.vjp(term.weight, grad)
             r_in = part if r_in is None else r_in + part
-        if dead is not None:
-            degenerate = degenerate + per_sample(torch.where(dead, r_branch, 0.0))
-        if stab is not None:
-            stab_share = grad * stab
-            empty = pre == 0
-            if bool(empty.any()):
-                degenerate = degenerate + per_sample(torch.where(empty, stab_share, 0.0))
-                stab_share = torch.where(empty, 0.0, stab_share)
-            absorbed_stab = absorbed_stab + per_sample(stab_share)
         if bias is None:
             continue
         bias_share = grad * bias
@@ -182,7 +160,7 @@ def apply_linear_rule(rule: Rule, view: LinearView, a: Tensor, z: Tensor, r_out:
             absorbed_bias = absorbed_bias + per_sample(bias_share)
             continue
         fan_in = view.fan_in(a.dtype, a.device)
-        spread, unspreadable = _safe_divide(bias_share, fan_in.expand_as(bias_share))
+        spread, unspreadable = safe_divide(bias_share, fan_in.expand_as(bias_share))
         part = view.vjp(view.ones_weight(), spread)
         r_in = part if r_in is None else r_in + part
         if unspreadable is not None:

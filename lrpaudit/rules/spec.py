@@ -195,11 +195,14 @@ def validate_rule(rule: Rule) -> None:
             raise ConfigError(f"rule alphabeta: alpha - beta must be 1 (got alpha={alpha}, beta={beta})")
 
 
-def default_rule(op: str) -> Rule | None:
-    """The rule an op gets when the config does not name one (None: linear-type nodes must be configured)."""
+def default_rule(op: str, bias: str = "absorb") -> Rule | None:
+    """The rule an op gets when the config does not name one (None: linear-type nodes must be configured).
+
+    ``bias`` is the configured default bias mode, for default rules with a bias term (``bias_neuron``).
+    """
     for name in ("pass", "route", "gate", "winner_take_all", "bias_neuron"):
         if op in RULES[name].ops:
-            return Rule(name)
+            return Rule(name, bias=bias if RULES[name].has_bias else "absorb")
     if op in POOLS or op == "add":
         return Rule("norm")
     return None

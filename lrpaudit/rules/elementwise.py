@@ -1,4 +1,4 @@
-"""Rules for the non-linear-type ops: pass, routing, proportional add, bias neuron, gate, winner-take-all.
+"""Rules for the non-linear-type ops (``rules/elementwise.py``): pass, routing, proportional add, bias neuron, gate, winner-take-all.
 
 Each handler gets the node's input activations, its output, the relevance arriving at the output and its rule,
 and returns the relevance per input plus the per-sample bias / stabilizer / degenerate shares of the leak.
@@ -14,7 +14,7 @@ import torch
 from ..errors import UnsupportedOpError
 from ..ir import Node
 from ..ops import run_op
-from .linear import _safe_divide, per_sample
+from .numeric import per_sample, stabilized_split
 from .spec import RULES, Rule
 
 Tensor = torch.Tensor
@@ -41,10 +41,6 @@ def unbroadcast(t: Tensor, shape: tuple[int, ...]) -> Tensor:
     return t
 
 
-def _sign(t: Tensor) -> Tensor:
-    return torch.where(t >= 0, 1.0, -1.0).to(t.dtype)
-
-
 def pass_through(node, inputs, z, r_out, rule, params) -> OpResult:
     return OpResult([unbroadcast(r_out, tuple(inputs[0].shape))])
 
@@ -66,25 +62,10 @@ def winner_take_all(node, inputs, z, r_out, rule, params) -> OpResult:
     return route(node, inputs, z, r_out, rule, params)
 
 
-def _stabilized_split(pre: Tensor, r_out: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """``g = R / (pre + eps sign pre)`` and the per-sample stabilizer / degenerate shares of the leak."""
-    stab = eps * _sign(pre)
-    grad, dead = _safe_divide(r_out, pre + stab)
-    stab_share = grad * stab
-    degenerate = torch.zeros_like(per_sample(r_out))
-    if dead is not None:
-        degenerate = degenerate + per_sample(torch.where(dead, r_out, 0.0))
-    empty = pre == 0
-    if bool(empty.any()):
-        degenerate = degenerate + per_sample(torch.where(empty, stab_share, 0.0))
-        stab_share = torch.where(empty, 0.0, stab_share)
-    return grad, per_sample(stab_share), degenerate
-
-
 def proportional_add(node, inputs, z, r_out, rule, params) -> OpResult:
     """R_k = c_k x_k / (z + eps sign z) R, with z = sum_k c_k x_k."""
     coeffs = node.attrs.get("coeffs") or [1.0] * len(inputs)
-    grad, stab_share, degenerate = _stabilized_split(z, r_out, float(rule.get("stabilizer")))
+    grad, stab_share, degenerate = stabilized_split(z, r_out, float(rule.get("stabilizer")))
     r_in = [unbroadcast((c * x if c != 1.0 else x) * grad, tuple(x.shape)) for c, x in zip(coeffs, inputs)]
     return OpResult(r_in, absorbed_stabilizer=stab_share, degenerate=degenerate)
 
@@ -93,7 +74,7 @@ def bias_neuron(node, inputs, z, r_out, rule, params) -> OpResult:
     """z = x + c with the constant as a bias neuron; bias modes decide whether c keeps its share."""
     x, const = inputs[0], params["const"]
     pre = x + torch.zeros_like(const) if rule.bias == "ignore" else z
-    grad, stab_share, degenerate = _stabilized_split(pre, r_out, float(rule.get("stabilizer")))
+    grad, stab_share, degenerate = stabilized_split(pre, r_out, float(rule.get("stabilizer")))
     carried = pre if rule.bias != "absorb" else x + torch.zeros_like(const)
     r_x = unbroadcast(carried * grad, tuple(x.shape))
     bias_share = per_sample(grad * const) if rule.bias == "absorb" else torch.zeros_like(stab_share)

@@ -1,94 +1,13 @@
-"""The ``presets`` and ``init`` commands: list and show the built-in presets, write a starter config for a model."""
+"""The starter config that ``lrpaudit init`` writes: the model's linear-type nodes listed, example rules, settings
+commented out, extending a preset."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
-import click
-
-from .cli import _err, _parse_shape, guarded, main
-from .errors import ConfigError
-
-DEFAULT_INIT_PRESET = "epsilon-plus-flat"
-
-
-@main.command()
-@click.argument("name", required=False)
-@guarded
-def presets(name: str | None) -> None:
-    """List the built-in presets, or print preset NAME's YAML."""
-    from .config import list_presets, preset_path
-
-    if name is not None:
-        click.echo(preset_path(name).read_text(encoding="utf-8"), nl=False)
-        return
-    entries = list_presets()
-    width = max(len(entry) for entry, _ in entries)
-    for entry, description in entries:
-        click.echo(f"{entry:<{width}}  {description}")
-
-
-@main.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    default="lrp.yaml",
-    show_default=True,
-    help="Where to write the config ('-' for stdout).",
-)
-@click.option(
-    "--preset",
-    default=DEFAULT_INIT_PRESET,
-    show_default=True,
-    help="The preset the config extends (see `lrpaudit presets`).",
-)
-@click.option("--input-shape", default=None, help="Concrete input shape for dynamic dims, e.g. 1,3,32,32.")
-@click.option("--force", is_flag=True, help="Overwrite an existing file.")
-@guarded
-def init(model_path: Path, output: str, preset: str, input_shape: str | None, force: bool) -> None:
-    """Write a starter config for MODEL that extends a preset and lists the model's linear-type nodes."""
-    from .config import load_config, preset_path
-    from .frontends import load_model
-    from .inputs import random_batches
-
-    preset_path(preset)  # an unknown preset fails before any work
-    target = None if output == "-" else Path(output)
-    if target is not None and target.exists() and not force:
-        raise ConfigError(f"{target} exists; not overwriting it (use --force)")
-    model = load_model(model_path)
-    shapes = _parse_shape(input_shape)
-    if shapes and "*" in shapes:
-        shapes = {model.input_names[0]: shapes["*"]}
-    probe = next(iter(random_batches(model.declared_shapes(), 1, 1, 0, shapes)))
-    graph = model.graph({name: tuple(a.shape) for name, a in probe.arrays.items()})
-    shown = "lrp.yaml" if target is None else str(target)
-    text = starter_config(graph, model_path, model.sha256(), preset, load_config(preset=preset), shown)
-    if target is None:
-        click.echo(text, nl=False)
-        return
-    _write_checked(target, text, graph)
-    count = sum(node.op in ("linear", "conv", "conv_transpose", "affine") for node in graph.nodes)
-    _err(f"lrpaudit: wrote {target} (extends {preset}; {count} linear-type nodes listed)")
-
-
-def _write_checked(target: Path, text: str, graph) -> None:
-    """Write atomically (temp file in the same folder, then rename), after proving the text loads and assigns."""
-    from .config import load_config
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        load_config(tmp).assign(graph)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+from ..ir import LINEAR_TYPE, WEIGHTED
+from .matching import GraphContext
 
 
 def _shape(graph, value: str) -> str:
@@ -98,9 +17,6 @@ def _shape(graph, value: str) -> str:
 
 def starter_config(graph, model_path: Path, sha256: str, preset: str, base, output: str = "lrp.yaml") -> str:
     """The text of a starter config: settings (commented), the model's linear-type nodes, example rules."""
-    from .config.matching import GraphContext
-    from .ir import LINEAR_TYPE, WEIGHTED
-
     context = GraphContext.of(graph)
     assignment = base.assign(graph)
     rows = []

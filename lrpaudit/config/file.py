@@ -1,6 +1,6 @@
 """One config file (a user file or a preset) read, validated and turned into rule and override entries.
 
-A file's ``extends:`` chain is a list of layers, child first; :mod:`lrpaudit.config.settings` merges them.
+A file's ``extends:`` chain is a list of files, child first; :mod:`lrpaudit.config.settings` merges them.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .schema import (
     unknown,
     validate_file,
 )
-from .yaml_loader import Path_, Positions, YamlError, dotted, load_yaml
+from .yaml_loader import KeyPath, Positions, YamlError, dotted, load_yaml
 
 KNOWN_OPS = tuple(sorted(set(OPS) | set(LINEAR_TYPE) | set(POOLS)))
 NON_NEGATIVE = ("epsilon", "stabilizer", "gamma", "alpha", "beta")
@@ -41,7 +41,7 @@ ARRAY_PARAMS = ("low", "high")  # zbox bounds: a number or a (nested) list, per 
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a layer came from: ``file`` is shown in errors, ``label`` in rule sources."""
+    """Where a config_file came from: ``file`` is shown in errors, ``label`` in rule sources."""
 
     file: str
     label: str
@@ -55,7 +55,7 @@ class RuleEntry:
     """A validated ``rules:`` item."""
 
     origin: Origin
-    path: Path_
+    path: KeyPath
     line: int
     column: int
     matcher: Matcher
@@ -77,7 +77,7 @@ class OverrideEntry:
     """A validated ``tolerance.overrides`` item."""
 
     origin: Origin
-    path: Path_
+    path: KeyPath
     line: int
     matcher: Matcher
     layer_rtol: float
@@ -88,7 +88,7 @@ class OverrideEntry:
 
 
 @dataclass
-class Layer:
+class ConfigFile:
     origin: Origin
     positions: Positions
     spec: FileSpec
@@ -96,11 +96,11 @@ class Layer:
     rules: list[RuleEntry] = field(default_factory=list)
     overrides: list[OverrideEntry] = field(default_factory=list)
 
-    def error(self, path: Path_, message: str, at_key: bool = False) -> ConfigError:
+    def error(self, path: KeyPath, message: str, at_key: bool = False) -> ConfigError:
         return error_at(self.origin.file, self.positions, path, message, at_key)
 
 
-def read_layer(real: Path, display: str, preset: str | None = None) -> Layer:
+def read_config_file(real: Path, display: str, preset: str | None = None) -> ConfigFile:
     """Read and validate one file. ``display`` is how errors name it (the path as the user wrote it)."""
     try:
         raw = real.read_bytes()
@@ -122,58 +122,61 @@ def read_layer(real: Path, display: str, preset: str | None = None) -> Layer:
     except YamlError as exc:
         raise ConfigFileError(display, exc.line, exc.column, dotted(exc.path), exc.message) from None
     spec = validate_file(data, positions, display)
-    layer = Layer(origin, positions, spec)
+    config_file = ConfigFile(origin, positions, spec)
     if spec.version != SUPPORTED_VERSION:
-        raise layer.error(
+        raise config_file.error(
             ("version",),
             f"unsupported version {spec.version} (this lrpaudit reads version {SUPPORTED_VERSION})",
         )
     for key in TOP_SETTINGS:
         value = getattr(spec, key)
         if value is not None:
-            layer.settings[key] = (value, f"{origin.label}:{positions.key((key,))[0]}")
+            config_file.settings[key] = (value, f"{origin.label}:{positions.key((key,))[0]}")
     tolerance = spec.tolerance
     if tolerance is not None:
         for key in ("gate", "layer_rtol", "end_to_end_rtol"):
             value = getattr(tolerance, key)
             if value is not None:
                 line = positions.key(("tolerance", key))[0]
-                layer.settings[key] = (float(value) if key != "gate" else value, f"{origin.label}:{line}")
+                config_file.settings[key] = (
+                    float(value) if key != "gate" else value,
+                    f"{origin.label}:{line}",
+                )
         for i, item in enumerate(tolerance.overrides or []):
             path = ("tolerance", "overrides", i)
-            matcher = _matcher(layer, item.match, (*path, "match"), None)
+            matcher = _matcher(config_file, item.match, (*path, "match"), None)
             line = positions.value(path)[0]
-            layer.overrides.append(OverrideEntry(origin, path, line, matcher, float(item.layer_rtol)))
+            config_file.overrides.append(OverrideEntry(origin, path, line, matcher, float(item.layer_rtol)))
     for i, item in enumerate(spec.rules or []):
-        layer.rules.append(_rule_entry(layer, item, ("rules", i)))
-    return layer
+        config_file.rules.append(_rule_entry(config_file, item, ("rules", i)))
+    return config_file
 
 
-def resolve_extends(layer: Layer) -> tuple[Path, str, str | None]:
+def resolve_extends(config_file: ConfigFile) -> tuple[Path, str, str | None]:
     """Where ``extends:`` points: (real path, display path, preset name or None)."""
-    target = layer.spec.extends
+    target = config_file.spec.extends
     path = ("extends",)
     if not target:
-        raise layer.error(path, "expected a preset name or a path to a config file")
+        raise config_file.error(path, "expected a preset name or a path to a config file")
     if "/" in target or "\\" in target or target.endswith((".yaml", ".yml")):
-        real = (layer.origin.real.parent / target).resolve()
-        if layer.origin.preset is None:
-            display = os.path.normpath(os.path.join(os.path.dirname(layer.origin.file), target))
+        real = (config_file.origin.real.parent / target).resolve()
+        if config_file.origin.preset is None:
+            display = os.path.normpath(os.path.join(os.path.dirname(config_file.origin.file), target))
         else:
             display = str(real)
         if not real.is_file():
-            raise layer.error(path, f"no such config file: {display} (paths are relative to this file)")
+            raise config_file.error(path, f"no such config file: {display} (paths are relative to this file)")
         return real, display, None
     names = preset_names()
     if target not in names:
         close = suggest(target, names)
         hint = f"did you mean {close!r}? " if close else ""
-        raise layer.error(path, f"unknown preset {target!r} ({hint}presets: {', '.join(names)})")
+        raise config_file.error(path, f"unknown preset {target!r} ({hint}presets: {', '.join(names)})")
     real = preset_path(target).resolve()
     return real, str(real), target
 
 
-def _matcher(layer: Layer, spec: MatchSpec | None, path: Path_, rule: str | None) -> Matcher:
+def _matcher(config_file: ConfigFile, spec: MatchSpec | None, path: KeyPath, rule: str | None) -> Matcher:
     """Check a match's values (op names, glob, what ``rule`` can apply to) and build the Matcher."""
     if spec is None:
         return Matcher()
@@ -183,19 +186,19 @@ def _matcher(layer: Layer, spec: MatchSpec | None, path: Path_, rule: str | None
             if op not in KNOWN_OPS:
                 close = suggest(op.lower(), KNOWN_OPS)
                 hint = f" (did you mean {close!r}?)" if close else " (IR op names: see lrpaudit inspect)"
-                raise layer.error((*path, "op", k), f"unknown op {op!r}{hint}")
+                raise config_file.error((*path, "op", k), f"unknown op {op!r}{hint}")
             if rule is not None and op not in RULES[rule].ops:
-                raise layer.error(
+                raise config_file.error(
                     (*path, "op", k),
                     f"rule {rule!r} does not apply to op {op!r} (it applies to: {', '.join(RULES[rule].ops)})",
                 )
         ops = tuple(dict.fromkeys(spec.op))
     if spec.name is not None and not spec.name:
-        raise layer.error((*path, "name"), "must not be empty (a glob on node ids, e.g. 'features.*')")
+        raise config_file.error((*path, "name"), "must not be empty (a glob on node ids, e.g. 'features.*')")
     if rule is not None and not set(WEIGHTED) <= set(RULES[rule].ops):
         for key in ("index", "position"):
             if getattr(spec, key) is not None:
-                raise layer.error(
+                raise config_file.error(
                     (*path, key),
                     f"rule {rule!r} does not apply to the linear/conv nodes that {key} selects "
                     f"(it applies to: {', '.join(RULES[rule].ops)})",
@@ -203,33 +206,33 @@ def _matcher(layer: Layer, spec: MatchSpec | None, path: Path_, rule: str | None
     return Matcher(ops, spec.name, spec.index, spec.position)
 
 
-def _param(layer: Layer, key: str, value: Any, path: Path_) -> Any:
+def _param(config_file: ConfigFile, key: str, value: Any, path: KeyPath) -> Any:
     if key in ARRAY_PARAMS and isinstance(value, list):
         try:
             array = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):
-            raise layer.error(path, "expected a number or a rectangular list of numbers") from None
+            raise config_file.error(path, "expected a number or a rectangular list of numbers") from None
         if array.size == 0:
-            raise layer.error(path, "must not be empty")
+            raise config_file.error(path, "must not be empty")
         if not np.all(np.isfinite(array)):
-            raise layer.error(path, "must contain only finite numbers")
+            raise config_file.error(path, "must contain only finite numbers")
         return array
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         kind = "a number or a list of numbers" if key in ARRAY_PARAMS else "a number"
-        raise layer.error(path, f"expected {kind}, got {describe(value)}")
+        raise config_file.error(path, f"expected {kind}, got {describe(value)}")
     if not math.isfinite(value):
-        raise layer.error(path, f"must be a finite number, got {value}")
+        raise config_file.error(path, f"must be a finite number, got {value}")
     if key in NON_NEGATIVE and value < 0:
-        raise layer.error(path, f"must be >= 0, got {value}")
+        raise config_file.error(path, f"must be >= 0, got {value}")
     return float(value)
 
 
-def _rule_entry(layer: Layer, item, path: Path_) -> RuleEntry:
+def _rule_entry(config_file: ConfigFile, item, path: KeyPath) -> RuleEntry:
     rule = item.rule
     if rule not in RULES:
         close = suggest(rule, RULES)
         hint = f" (did you mean {close!r}?)" if close else f" (rules: {', '.join(RULES)})"
-        raise layer.error((*path, "rule"), f"unknown rule {rule!r}{hint}")
+        raise config_file.error((*path, "rule"), f"unknown rule {rule!r}{hint}")
     takes = RULES[rule].params
     params: dict[str, Any] = {}
     for key, value in (item.model_extra or {}).items():
@@ -238,27 +241,31 @@ def _rule_entry(layer: Layer, item, path: Path_) -> RuleEntry:
             message = unknown(key, allowed)
             if suggest(key, allowed) is None and any(key in spec.params for spec in RULES.values()):
                 message = f"unknown key (rule {rule!r} takes: {', '.join(takes) or 'no parameters'})"
-            raise layer.error((*path, key), message, at_key=True)
-        params[key] = _param(layer, key, value, (*path, key))
+            raise config_file.error((*path, key), message, at_key=True)
+        params[key] = _param(config_file, key, value, (*path, key))
     if rule == "alphabeta":
         alpha, beta = params.get("alpha", takes["alpha"]), params.get("beta", takes["beta"])
         if abs(alpha - beta - 1.0) > 1e-12:
             where = "alpha" if "alpha" in params else "beta"
-            raise layer.error((*path, where), f"alpha - beta must be 1, got alpha={alpha:g}, beta={beta:g}")
+            raise config_file.error(
+                (*path, where), f"alpha - beta must be 1, got alpha={alpha:g}, beta={beta:g}"
+            )
     if rule == "zbox":
         low, high = params.get("low", takes["low"]), params.get("high", takes["high"])
         try:
             ordered = bool(np.all(np.asarray(low) < np.asarray(high)))
         except ValueError:
-            raise layer.error((*path, "high"), "low and high have shapes that do not broadcast") from None
+            raise config_file.error(
+                (*path, "high"), "low and high have shapes that do not broadcast"
+            ) from None
         if not ordered:
-            raise layer.error((*path, "high" if "high" in params else "low"), "zbox needs low < high")
-    matcher = _matcher(layer, item.match, (*path, "match"), rule)
-    line, column = layer.positions.value(path)
-    match_at = layer.positions.value((*path, "match"))
-    entry = RuleEntry(layer.origin, path, line, column, matcher, rule, params, item.bias, match_at)
+            raise config_file.error((*path, "high" if "high" in params else "low"), "zbox needs low < high")
+    matcher = _matcher(config_file, item.match, (*path, "match"), rule)
+    line, column = config_file.positions.value(path)
+    match_at = config_file.positions.value((*path, "match"))
+    entry = RuleEntry(config_file.origin, path, line, column, matcher, rule, params, item.bias, match_at)
     try:
         entry.build("absorb")
     except ConfigError as exc:  # the registry's own checks, as a safety net
-        raise layer.error(path, str(exc)) from None
+        raise config_file.error(path, str(exc)) from None
     return entry

@@ -1,6 +1,25 @@
 """Batch manifests: the strictly validated YAML that lists models, configs and runs for ``lrpaudit batch``.
 
-See ``lrpaudit/cli_batch.py`` for the format and the command that runs it.
+Format (``version: 1`` required; every path is relative to the manifest's folder)::
+
+    version: 1
+    models:                             # at least one
+      - path: digits_cnn.onnx           # ONNX or TorchScript file
+        inputs: digits_samples.npy      # .npy / .npz / folder of them; or random: N (seed: S, default 0)
+        input_shape: [1, 1, 8, 8]       # optional: as --input-shape ("1,1,8,8" or "x=1,1,8,8;y=...")
+        batch_size: 16                  # optional, default 16
+        name: cnn                       # optional id for runs: (default: the path as written)
+    configs:                            # at least one: a preset, or a config file
+      - preset: conservative            # id: the preset's name
+      - path: lrp.yaml                  # id: the path as written (or name:)
+        name: mine
+    runs:                               # optional: explicit {model, config} pairs by id;
+      - {model: cnn, config: mine}      # without it, every model x every config (model by model)
+
+The inputs belong to a model (shapes differ between models); to audit one model on two input sets, list it twice
+with different names. The whole manifest is checked before anything runs: unknown keys (with a did-you-mean),
+wrong types, missing model, input or config files, unknown presets, unknown or duplicate ids, and every config
+file itself, each as ``file:line:col: dotted.key: message`` (exit 2). :mod:`lrpaudit.runner` runs it.
 """
 
 from __future__ import annotations
@@ -10,13 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config.schema import ConfigFileError, describe, error_at, unknown
-from .config.schema import _message as _config_message
-from .config.yaml_loader import Path_, Positions, YamlError, dotted, load_yaml
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..inputs.shapes import ShapeTextError, parse_shape
+from .presets import preset_path
+from .schema import ConfigFileError, describe, error_at, pydantic_message, unknown
+from .settings import load_config
+from .yaml_loader import KeyPath, Positions, YamlError, dotted, load_yaml
 
 MANIFEST_VERSION = 1
 
@@ -73,7 +93,7 @@ def _message(err: dict) -> str:
     if err["type"] == "extra_forbidden":
         section = tuple(part for part in loc[:-1] if isinstance(part, str))
         return unknown(loc[-1], _FIELDS.get(section, []))
-    return _config_message(err)
+    return pydantic_message(err)
 
 
 # ----------------------------------------------------------------------------------------- the manifest
@@ -118,7 +138,7 @@ class Manifest:
     explicit: bool
 
 
-def _shape_text(value: Any, file: str, positions: Positions, path: Path_) -> str | None:
+def _shape_text(value: Any, file: str, positions: Positions, path: KeyPath) -> str | None:
     """``input_shape``: a list of integers or the ``--input-shape`` text; returned as that text."""
     if value is None:
         return None
@@ -133,12 +153,10 @@ def _shape_text(value: Any, file: str, positions: Positions, path: Path_) -> str
             path,
             f"expected a shape such as [1, 3, 32, 32] or '1,3,32,32', got {describe(value)}",
         )
-    from .cli import _parse_shape  # the --input-shape syntax; imported here: cli imports this module's users
-
     try:
-        _parse_shape(value)
-    except click.BadParameter as exc:
-        raise error_at(file, positions, path, exc.message) from None
+        parse_shape(value)
+    except ShapeTextError as exc:
+        raise error_at(file, positions, path, str(exc)) from None
     return value
 
 
@@ -148,7 +166,7 @@ def _resolve(base: Path, text: str) -> Path:
 
 
 def _check_file(
-    resolved: Path, file: str, positions: Positions, path: Path_, what: str, folder_ok: bool
+    resolved: Path, file: str, positions: Positions, path: KeyPath, what: str, folder_ok: bool
 ) -> None:
     if not resolved.exists():
         raise error_at(file, positions, path, f"no such {what}: {resolved}")
@@ -172,8 +190,6 @@ def _unique(ids: list[str], section: str, file: str, positions: Positions) -> No
 
 def load_manifest(manifest_path: str | Path) -> Manifest:
     """Read and check a manifest; raise a ConfigError (``file:line:col: key: message``) on the first problem."""
-    from .config import load_config, preset_path
-
     file = str(manifest_path)
     try:
         raw = Path(manifest_path).read_bytes()

@@ -1,0 +1,175 @@
+"""What every command shares: exit codes, the exit policy (``guarded``), stderr lines, shared options, progress.
+
+Imports stay light (click only; rich when a progress bar is drawn): ``lrpaudit --help`` and usage errors must not
+pay for torch, onnx or onnxruntime.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import tempfile
+import traceback
+import warnings
+from pathlib import Path
+
+import click
+
+from ..errors import LrpauditError, first_line
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose pipe closed
+OUT_OF_MEMORY = "lrpaudit: error: out of memory: lower --batch-size, or audit smaller inputs"
+
+
+def err(message: str) -> None:
+    """One line on stderr."""
+    click.echo(message, err=True)
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (a name read from a damaged file may hold a newline)."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def guarded(fn):
+    """Turn every failure into a one-line message and the documented exit code, never a bare traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        try:
+            return fn(*args, **kwargs)
+        except LrpauditError as exc:
+            err(f"lrpaudit: error: {one_line(str(exc))}")
+            sys.exit(exc.exit_code)
+        except BrokenPipeError:
+            # The reader went away (`lrpaudit rules | head`): stop quietly, like other Unix tools.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(EXIT_BROKEN_PIPE)
+        except KeyboardInterrupt:
+            err("lrpaudit: interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except MemoryError:  # a limit, not a bug
+            err(OUT_OF_MEMORY)
+            sys.exit(EXIT_USAGE)
+        except Exception as exc:  # a bug: short message, traceback to a file
+            if _out_of_memory(exc):
+                err(OUT_OF_MEMORY)
+                sys.exit(EXIT_USAGE)
+            first = one_line(first_line(exc)) if str(exc).strip() else ""
+            err(
+                f"lrpaudit: internal error: {type(exc).__name__}: {first} ({_save_traceback()}; please report it)"
+            )
+            sys.exit(EXIT_INTERNAL)
+
+    return wrapper
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """torch reports a failed allocation as a RuntimeError (CPU) or torch.OutOfMemoryError (CUDA)."""
+    oom = getattr(sys.modules.get("torch"), "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(exc)
+
+
+def _open_log() -> tuple[int, Path]:
+    """``<tmp>/lrpaudit-traceback.txt`` if it is ours and not a link (a shared /tmp may hold a planted symlink),
+    else a fresh private temp file."""
+    log = Path(tempfile.gettempdir()) / "lrpaudit-traceback.txt"
+    try:
+        handle = os.open(log, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        if os.fstat(handle).st_uid == os.getuid():
+            os.ftruncate(handle, 0)
+            return handle, log
+        os.close(handle)
+    except (OSError, AttributeError):
+        pass
+    handle, name = tempfile.mkstemp(prefix="lrpaudit-traceback-", suffix=".txt")
+    return handle, Path(name)
+
+
+def _save_traceback() -> str:
+    """Write the current traceback to a file of ours; says where (or why it could not)."""
+    try:
+        handle, log = _open_log()
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(traceback.format_exc())
+    except OSError as exc:
+        return f"the traceback could not be saved: {exc.strerror or exc}"
+    return f"traceback in {log}"
+
+
+# ------------------------------------------------------------------------------------------ shared options
+
+
+def _shape_option(ctx, param, value):
+    from ..inputs.shapes import ShapeTextError, parse_shape
+
+    try:
+        return parse_shape(value)
+    except ShapeTextError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def input_shape_option(fn):
+    """``--input-shape``: concrete shapes for dynamic dims and TorchScript inputs (parsed to a dict)."""
+    return click.option(
+        "--input-shape",
+        "input_shapes",
+        default=None,
+        callback=_shape_option,
+        help="Shape for dynamic dims / TorchScript inputs, e.g. 1,3,32,32 (or name=1,3,32,32;name2=...).",
+    )(fn)
+
+
+def config_options(fn):
+    """``-c/--config`` and ``--preset``, which exclude each other (see :func:`one_config`)."""
+    fn = click.option("--preset", help="Preset name instead of a config file (see `lrpaudit presets`).")(fn)
+    return click.option(
+        "-c", "--config", "config_path", type=click.Path(path_type=Path), help="YAML rule config."
+    )(fn)
+
+
+def one_config(config_path, preset) -> None:
+    if config_path and preset:
+        raise click.UsageError("give either -c/--config or --preset, not both")
+
+
+class Progress:
+    """Progress on stderr: a rich bar on a terminal, one plain line per batch otherwise (CI logs)."""
+
+    def __init__(self, label: str, total: int | None, quiet: bool) -> None:
+        self.label, self.total, self.quiet = label, total, quiet
+        self.bar = None
+        if sys.stderr.isatty() and not quiet:
+            from rich.console import Console
+            from rich.progress import Progress as Bar
+
+            self.bar = Bar(console=Console(stderr=True), transient=True)
+            self.task = self.bar.add_task(label, total=total)
+            self.bar.start()
+
+    def __call__(self, done: int, size: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done)
+        elif not self.quiet:
+            of = f"/{self.total}" if self.total else ""
+            err(f"lrpaudit: {self.label}: {done}{of} samples")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def stdout_console(verbose: bool = False):
+    """The rich console for tables on stdout: the terminal's width, else 100 columns (230 with -v)."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else (230 if verbose else 100))

@@ -1,0 +1,43 @@
+"""How reports write numbers and name runs: one short number format, one run label."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ..ir import LINEAR_TYPE
+
+
+def fmt(value, digits: int = 3, missing: str = "-") -> str:
+    """Short number for humans: ``0``, ``0.0601``, ``1.2e-05``, ``nan``, ``inf``, ``-inf``; ``missing`` for None."""
+    if value is None:
+        return missing
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value == 0:
+        return "0"
+    return f"{value:.{digits}g}"
+
+
+def run_label(result) -> str:
+    """What the run was configured with: the config's name, its file name, or the rules it applied."""
+    config = result.config or {}
+    if config.get("name"):
+        return str(config["name"])
+    if config.get("path"):
+        return Path(str(config["path"])).name
+    seen: list[str] = []
+    for layer in result.layers:
+        if layer.op not in LINEAR_TYPE:
+            continue
+        mode = layer.bias_mode
+        text = layer.rule if mode in ("absorb", "-", "", None) else f"{layer.rule} bias={mode}"
+        if text not in seen:
+            seen.append(text)
+    return ", ".join(seen) if seen else "no linear layers"
+
+
+def model_name(result) -> str:
+    return Path(result.model_path).name
