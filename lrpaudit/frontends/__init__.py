@@ -28,10 +28,8 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
             "export the model with torch.onnx.export or torch.jit.trace"
         )
     if torch_file:
-        try:
-            from .torchscript import load_torchscript
-        except ImportError as exc:  # pragma: no cover - frontend not built yet
-            raise ModelError(f"{path}: TorchScript files are not supported yet") from exc
+        from .torchscript import load_torchscript
+
         return load_torchscript(path, input_shapes)
     from .onnx import load_onnx
 

@@ -34,7 +34,7 @@ from ..errors import InputError, ModelError
 from ..inputs.shapes import check_declared
 from ..ir import Graph
 from ..passes import canonicalize
-from .onnx import file_sha256
+from ._model import file_sha256
 from .torchscript_interp import interpret
 
 EXPORT_HINT = (
