@@ -7,7 +7,7 @@ Every node of ``module.inlined_graph`` is evaluated in order with a value enviro
 * ``prim::If`` and ``prim::Loop`` run on those concrete values, so scripted control flow is specialized on the input
   shape the graph is built for (re-interpret per shape);
 * an aten op that reads an activation is executed for real (out of place) and mapped to IR nodes by the converter
-  registered for it in ``torchscript_ops.py``; each emitted IR node is checked against the real aten result.
+  registered for it in ``ops.py`` or ``ops_shape.py``; each emitted IR node is checked against the real aten result.
 
 In-place aten ops (``relu_``, ``add_``) run as their functional variants and the mutated value is rebound, so cached
 activations are never overwritten. A value read after an in-place op changed it through a view is refused.
@@ -16,19 +16,29 @@ activations are never overwritten. A value read after an in-place op changed it 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ..errors import FidelityError, ModelError, UnsupportedOpError
-from ..forward import run_node
-from ..ir import LINEAR_TYPE, Graph, Node, validate
+from ...errors import FidelityError, ModelError, UnsupportedOpError, first_line
+from ...forward import run_node
+from ...ir import LINEAR_TYPE, Graph, Node, validate
+from .python_ops import PYTHON_OPS, SCALAR_OPS, SHAPE_QUERIES
+from .values import (
+    CONVERTERS,
+    PRIM_HANDLERS,
+    Act,
+    Call,
+    Poison,
+    Refuse,
+    find_poison,
+    has_act,
+    has_tensor,
+    node_schema,
+    real,
+)
 
-Converter = Callable[["Context", "Call"], Any]
-CONVERTERS: dict[str, Converter] = {}
-MAX_LOOP_TRIPS = 1_000_000
 # Per-node build check: |IR op - aten op| relative to the aten output's scale.
 BUILD_RTOL = {torch.float32: 1e-4, torch.float64: 1e-9}
 
@@ -45,63 +55,6 @@ FUSED_KERNELS = frozenset(
         "aten::_scaled_dot_product_efficient_attention",
     }
 )
-
-
-def converter(*kinds: str) -> Callable[[Converter], Converter]:
-    def deco(fn: Converter) -> Converter:
-        for kind in kinds:
-            CONVERTERS[kind] = fn
-        return fn
-
-    return deco
-
-
-@dataclass(eq=False)
-class Act:
-    """An activation: a value that depends on the model input. ``name`` is its IR value, ``value`` the real tensor."""
-
-    name: str
-    value: torch.Tensor
-
-
-@dataclass(eq=False)
-class Poison:
-    """A value lrpaudit cannot represent (e.g. max-pool indices); an op or output that uses it is an error."""
-
-    message: str
-
-
-def has_act(value: Any) -> bool:
-    if isinstance(value, Act):
-        return True
-    if isinstance(value, (list, tuple)):
-        return any(has_act(v) for v in value)
-    if isinstance(value, dict):
-        return any(has_act(v) for v in value.values())
-    return False
-
-
-def real(value: Any) -> Any:
-    """Replace activations by their real tensors (recursively in lists and tuples)."""
-    if isinstance(value, Act):
-        return value.value
-    if isinstance(value, list):
-        return [real(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(real(v) for v in value)
-    return value
-
-
-_SCHEMAS: dict[str, torch._C.FunctionSchema] = {}
-
-
-def node_schema(node: torch._C.Node) -> torch._C.FunctionSchema | None:
-    text = node.schema()
-    if text == "(no schema)":
-        return None
-    if text not in _SCHEMAS:
-        _SCHEMAS[text] = torch._C.parse_schema(text)
-    return _SCHEMAS[text]
 
 
 _HIERARCHY_PART = re.compile(r"([^.()]+)\(([^()]*)\)")
@@ -124,43 +77,6 @@ def module_scope(node: torch._C.Node) -> list[tuple[str, str]]:
 
 
 @dataclass
-class Call:
-    """One aten node with an activation among its inputs, as a converter sees it."""
-
-    node: torch._C.Node
-    kind: str
-    schema: torch._C.FunctionSchema
-    args: dict[str, Any]  # by schema argument name; activations as Act
-    out: Any  # the real (aten) result: a tensor, or a tuple/list for multi-output ops
-    qualnames: dict[str, str] = field(
-        default_factory=dict
-    )  # argument -> qualified name (``features.0.weight``)
-
-    def arg(self, name: str, default: Any = None) -> Any:
-        return self.args.get(name, default)
-
-    def const(self, name: str) -> Any:
-        value = self.args.get(name)
-        if has_act(value):
-            raise _Refuse(f"argument {name!r} must not depend on the model input")
-        return value
-
-    def act(self, name: str) -> Act:
-        value = self.args.get(name)
-        if not isinstance(value, Act):
-            raise _Refuse(f"argument {name!r} must be an activation")
-        return value
-
-    @property
-    def positional(self) -> list[Any]:
-        return [self.args[a.name] for a in self.schema.arguments if a.name in self.args]
-
-
-class _Refuse(Exception):
-    """Raised inside converters; turned into an UnsupportedOpError naming the op, module and file."""
-
-
-@dataclass
 class Context:
     """Interpreter state for one graph, one set of input shapes."""
 
@@ -169,9 +85,8 @@ class Context:
     dtype: torch.dtype
     nodes: list[Node] = field(default_factory=list)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    values: dict[str, torch.Tensor] = field(
-        default_factory=dict
-    )  # real (aten) value of every named activation
+    # The real (aten) value of every named activation.
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
     env: dict[int, Any] = field(default_factory=dict)
     qualnames: dict[int, str] = field(default_factory=dict)
     alias_group: dict[int, int] = field(default_factory=dict)
@@ -380,14 +295,14 @@ class Context:
             handler(self, node)
             return
         inputs = [self.read(v) for v in node.inputs()]
-        poison = _find_poison(inputs)
+        poison = find_poison(inputs)
         if poison is not None:
             self.fail(poison.message)
         if kind in ("aten::tensor", "aten::as_tensor") and has_act(inputs):
             self.fail(
                 "builds a tensor from the values of an activation (value-dependent code is not supported)"
             )
-        if kind in PYTHON_OPS or (kind in SCALAR_OPS and not any(_has_tensor(x) for x in inputs)):
+        if kind in PYTHON_OPS or (kind in SCALAR_OPS and not any(has_tensor(x) for x in inputs)):
             table = PYTHON_OPS if kind in PYTHON_OPS else SCALAR_OPS
             self._bind_outputs(node, table[kind](*inputs), inputs)
             return
@@ -419,7 +334,7 @@ class Context:
         self.call = Call(node, kind, schema, args, out, qualnames)
         try:
             result = fn(self, self.call)
-        except _Refuse as exc:
+        except Refuse as exc:
             self.fail(str(exc))
         self._bind_outputs(node, result, inputs)
 
@@ -487,8 +402,7 @@ class Context:
             with torch.no_grad():
                 return op(*args, **kwargs)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.fail(f"torch fails on these input shapes: {first}", ModelError)
+            self.fail(f"torch fails on these input shapes: {first_line(exc)}", ModelError)
 
 
 def _inplace(schema: torch._C.FunctionSchema) -> bool:
@@ -497,23 +411,6 @@ def _inplace(schema: torch._C.FunctionSchema) -> bool:
         and schema.arguments[0].alias_info is not None
         and schema.arguments[0].alias_info.is_write
     )
-
-
-def _find_poison(value: Any) -> Poison | None:
-    """A Poison value travels through lists and tuples; any op that reads one fails with its message."""
-    if isinstance(value, Poison):
-        return value
-    if isinstance(value, (list, tuple)):
-        return next((p for p in map(_find_poison, value) if p is not None), None)
-    return None
-
-
-def _has_tensor(value: Any) -> bool:
-    if isinstance(value, (torch.Tensor, Act)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return any(_has_tensor(v) for v in value)
-    return False
 
 
 def _to_param(value: Any) -> torch.Tensor:
@@ -527,10 +424,9 @@ def _to_param(value: Any) -> torch.Tensor:
 
 def interpret(
     module: Any, path: str, feeds: dict[str, torch.Tensor], dtype: torch.dtype
-) -> tuple[Graph, Context]:
-    """Interpret ``module.forward`` on ``feeds`` (tensors by forward argument name) and return the raw IR."""
-    from . import torchscript_ops  # noqa: F401  (registers the converters)
-
+) -> tuple[Graph, dict[str, torch.Tensor]]:
+    """Interpret ``module.forward`` on ``feeds`` (tensors by forward argument name): the raw IR, and the real
+    (aten) value of every IR value."""
     graph = module.inlined_graph
     ctx = Context(module=module, path=path, dtype=dtype)
     graph_inputs = list(graph.inputs())
@@ -579,9 +475,4 @@ def interpret(
         source={"format": "torchscript", "path": path, "output_names": list(outputs)},
     )
     validate(ir)
-    return ir, ctx
-
-
-# The handler tables live in their own modules; they use the helpers above, so they are imported last.
-from .torchscript_prims import PRIM_HANDLERS  # noqa: E402
-from .torchscript_python_ops import PYTHON_OPS, SCALAR_OPS, SHAPE_QUERIES  # noqa: E402, F401
+    return ir, ctx.values

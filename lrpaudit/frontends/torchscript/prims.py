@@ -8,13 +8,11 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelError
-from .torchscript_interp import (
-    MAX_LOOP_TRIPS,
-    Context,
-    has_act,
-    real,
-)
+from ...errors import ModelError
+from .interp import Context
+from .values import PRIM_HANDLERS, has_act, real
+
+MAX_LOOP_TRIPS = 1_000_000
 
 
 def _private(value: Any) -> Any:
@@ -146,7 +144,7 @@ def _unsupported_prim(ctx: Context, node: torch._C.Node) -> None:
     ctx.fail(f"{node.kind()} is not supported (the graph should be fully inlined)")
 
 
-PRIM_HANDLERS: dict[str, Callable[[Context, torch._C.Node], None]] = {
+_HANDLERS: dict[str, Callable[[Context, torch._C.Node], None]] = {
     "prim::Constant": _constant,
     "prim::GetAttr": _get_attr,
     "prim::SetAttr": _set_attr,
@@ -165,7 +163,8 @@ PRIM_HANDLERS: dict[str, Callable[[Context, torch._C.Node], None]] = {
     "prim::dtype": _tensor_meta(lambda t: t.dtype),
     "prim::is_cuda": _tensor_meta(lambda t: t.is_cuda),
     "prim::layout": _tensor_meta(lambda t: t.layout),
-    "prim::requires_grad": _tensor_meta(lambda t: t.requires_grad),  # parameters keep theirs: generic paths
+    # Parameters keep theirs: generic (non fast-path) code paths are taken.
+    "prim::requires_grad": _tensor_meta(lambda t: t.requires_grad),
     "prim::shape": _tensor_meta(lambda t: list(t.shape)),
     "prim::is_nested": _tensor_meta(lambda t: t.is_nested),
     "prim::is_sparse": _tensor_meta(lambda t: t.is_sparse),
@@ -181,3 +180,4 @@ PRIM_HANDLERS: dict[str, Callable[[Context, torch._C.Node], None]] = {
     "prim::Enter": _unsupported_prim,
     "prim::Exit": _unsupported_prim,
 }
+PRIM_HANDLERS.update(_HANDLERS)
