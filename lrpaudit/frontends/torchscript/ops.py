@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ._helpers import check_batched, dims_from_kind, f64, int_tuple, norm_dim, scalar, self_act
-from .interp import Context
+from .builder import Builder
 from .values import Act, Call, Poison, Refuse, converter, has_act
 
 Tensor = torch.Tensor
@@ -34,7 +34,7 @@ Tensor = torch.Tensor
     "aten::conv_transpose2d",
     "aten::conv_transpose3d",
 )
-def convolution(ctx: Context, call: Call) -> Act:
+def convolution(ctx: Builder, call: Call) -> Act:
     x = self_act(call)
     weight, bias = call.const("weight"), call.const("bias")
     dims = weight.dim() - 2
@@ -67,7 +67,7 @@ def convolution(ctx: Context, call: Call) -> Act:
 
 
 @converter("aten::linear")
-def linear(ctx: Context, call: Call) -> Act:
+def linear(ctx: Builder, call: Call) -> Act:
     x = call.act("input")
     weight, bias = call.const("weight"), call.const("bias")
     if weight.dim() != 2:
@@ -77,7 +77,7 @@ def linear(ctx: Context, call: Call) -> Act:
 
 
 @converter("aten::addmm")
-def addmm(ctx: Context, call: Call) -> Act:
+def addmm(ctx: Builder, call: Call) -> Act:
     x = call.act("mat1")
     mat2, bias = call.const("mat2"), call.const("self")
     beta, alpha = float(call.const("beta")), float(call.const("alpha"))
@@ -92,7 +92,7 @@ def addmm(ctx: Context, call: Call) -> Act:
 
 
 @converter("aten::matmul", "aten::mm", "aten::bmm")
-def matmul(ctx: Context, call: Call) -> Act:
+def matmul(ctx: Builder, call: Call) -> Act:
     a, b = call.positional[:2]
     if isinstance(a, Act) and isinstance(b, Act):
         return ctx.emit("matmul", [a, b])
@@ -104,7 +104,7 @@ def matmul(ctx: Context, call: Call) -> Act:
 
 
 @converter("aten::batch_norm")
-def batch_norm(ctx: Context, call: Call) -> Act:
+def batch_norm(ctx: Builder, call: Call) -> Act:
     x = call.act("input")
     if call.const("training"):
         raise Refuse("BatchNorm in training mode (call model.eval() before tracing/scripting)")
@@ -126,7 +126,7 @@ def batch_norm(ctx: Context, call: Call) -> Act:
 
 
 def _simple(op: str, **fixed: Any):
-    def convert(ctx: Context, call: Call) -> Act:
+    def convert(ctx: Builder, call: Call) -> Act:
         return ctx.emit(op, [self_act(call)], dict(fixed))
 
     return convert
@@ -146,31 +146,31 @@ converter("aten::relu6")(_simple("clip", min=0.0, max=6.0))
 
 
 @converter("aten::gelu")
-def gelu(ctx: Context, call: Call) -> Act:
+def gelu(ctx: Builder, call: Call) -> Act:
     return ctx.emit("gelu", [self_act(call)], {"approximate": call.const("approximate") or "none"})
 
 
 @converter("aten::leaky_relu")
-def leaky_relu(ctx: Context, call: Call) -> Act:
+def leaky_relu(ctx: Builder, call: Call) -> Act:
     return ctx.emit("leaky_relu", [self_act(call)], {"alpha": float(call.const("negative_slope"))})
 
 
 @converter("aten::elu")
-def elu(ctx: Context, call: Call) -> Act:
+def elu(ctx: Builder, call: Call) -> Act:
     if float(call.const("scale")) != 1.0 or float(call.const("input_scale")) != 1.0:
         raise Refuse("ELU with scale/input_scale (SELU, CELU) is not supported")
     return ctx.emit("elu", [self_act(call)], {"alpha": float(call.const("alpha"))})
 
 
 @converter("aten::softplus")
-def softplus(ctx: Context, call: Call) -> Act:
+def softplus(ctx: Builder, call: Call) -> Act:
     if float(call.const("beta")) != 1.0 or float(call.const("threshold")) != 20.0:
         raise Refuse("Softplus with beta != 1 or threshold != 20 is not supported")
     return ctx.emit("softplus", [self_act(call)])
 
 
 @converter("aten::hardtanh", "aten::clamp", "aten::clamp_min", "aten::clamp_max")
-def clip(ctx: Context, call: Call) -> Act:
+def clip(ctx: Builder, call: Call) -> Act:
     names = [a.name for a in call.schema.arguments]
     if call.kind == "aten::hardtanh":
         low, high = call.const("min_val"), call.const("max_val")
@@ -186,7 +186,7 @@ def clip(ctx: Context, call: Call) -> Act:
 
 
 @converter("aten::prelu")
-def prelu(ctx: Context, call: Call) -> Act:
+def prelu(ctx: Builder, call: Call) -> Act:
     weight = call.const("weight")
     if weight.numel() != 1:
         raise Refuse("PReLU with one slope per channel is not supported (one shared slope is)")
@@ -196,7 +196,7 @@ def prelu(ctx: Context, call: Call) -> Act:
 
 
 @converter("aten::softmax", "aten::_softmax", "aten::log_softmax", "aten::_log_softmax")
-def softmax(ctx: Context, call: Call) -> Act:
+def softmax(ctx: Builder, call: Call) -> Act:
     x = self_act(call)
     op = "log_softmax" if "log_softmax" in call.kind else "softmax"
     return ctx.emit(op, [x], {"axis": norm_dim(call.const("dim"), x.value.dim()), "coerce_2d": False})
@@ -220,7 +220,7 @@ def _pool_attrs(call: Call, x: Act, dims: int) -> dict[str, Any]:
     "aten::max_pool2d_with_indices",
     "aten::max_pool3d_with_indices",
 )
-def max_pool(ctx: Context, call: Call) -> Any:
+def max_pool(ctx: Builder, call: Call) -> Any:
     x = self_act(call)
     dims = dims_from_kind(call.kind)
     check_batched(x, dims, "max pooling")
@@ -234,7 +234,7 @@ def max_pool(ctx: Context, call: Call) -> Any:
 
 
 @converter("aten::avg_pool1d", "aten::avg_pool2d", "aten::avg_pool3d")
-def avg_pool(ctx: Context, call: Call) -> Act:
+def avg_pool(ctx: Builder, call: Call) -> Act:
     x = self_act(call)
     dims = dims_from_kind(call.kind)
     check_batched(x, dims, "average pooling")
@@ -258,7 +258,7 @@ def avg_pool(ctx: Context, call: Call) -> Act:
     "aten::adaptive_max_pool2d",
     "aten::adaptive_max_pool3d",
 )
-def adaptive_pool(ctx: Context, call: Call) -> Any:
+def adaptive_pool(ctx: Builder, call: Call) -> Any:
     x = self_act(call)
     dims = dims_from_kind(call.kind)
     check_batched(x, dims, "adaptive pooling")
@@ -288,7 +288,7 @@ def adaptive_pool(ctx: Context, call: Call) -> Any:
 
 
 @converter("aten::mean")
-def mean(ctx: Context, call: Call) -> Act:
+def mean(ctx: Builder, call: Call) -> Act:
     x = self_act(call)
     rank = x.value.dim()
     dims = call.arg("dim")
@@ -305,7 +305,7 @@ def mean(ctx: Context, call: Call) -> Act:
 
 
 @converter("aten::add", "aten::sub")
-def add_sub(ctx: Context, call: Call) -> Act:
+def add_sub(ctx: Builder, call: Call) -> Act:
     a, b = call.positional[:2]
     alpha = call.const("alpha") if "alpha" in call.args else 1
     coef = float(alpha) * (-1.0 if call.kind == "aten::sub" else 1.0)
@@ -320,7 +320,7 @@ def add_sub(ctx: Context, call: Call) -> Act:
 
 
 @converter("aten::rsub")
-def rsub(ctx: Context, call: Call) -> Act:
+def rsub(ctx: Builder, call: Call) -> Act:
     x, other = call.positional[:2]
     if not isinstance(x, Act) or has_act(other):
         raise Refuse("rsub is supported as constant - activation")
@@ -330,7 +330,7 @@ def rsub(ctx: Context, call: Call) -> Act:
 
 
 @converter("aten::mul")
-def mul(ctx: Context, call: Call) -> Act:
+def mul(ctx: Builder, call: Call) -> Act:
     a, b = call.positional[:2]
     if isinstance(a, Act) and isinstance(b, Act):
         return ctx.emit("mul", [a, b])
@@ -339,7 +339,7 @@ def mul(ctx: Context, call: Call) -> Act:
 
 
 @converter("aten::div")
-def div(ctx: Context, call: Call) -> Act:
+def div(ctx: Builder, call: Call) -> Act:
     a, b = call.positional[:2]
     if call.arg("rounding_mode") is not None:
         raise Refuse("division with rounding is not supported")
@@ -349,7 +349,7 @@ def div(ctx: Context, call: Call) -> Act:
 
 
 @converter("aten::neg")
-def neg(ctx: Context, call: Call) -> Act:
+def neg(ctx: Builder, call: Call) -> Act:
     return ctx.emit("mul_const", [self_act(call)], {}, {"const": -1.0})
 
 
@@ -357,19 +357,19 @@ def neg(ctx: Context, call: Call) -> Act:
 
 
 @converter("aten::dropout", "aten::feature_dropout", "aten::alpha_dropout", "aten::feature_alpha_dropout")
-def dropout(ctx: Context, call: Call) -> Act:
+def dropout(ctx: Builder, call: Call) -> Act:
     if call.const("train") and float(call.const("p")) > 0:
         raise Refuse("dropout in training mode (call model.eval() before tracing/scripting)")
     return ctx.alias(self_act(call))
 
 
 @converter("aten::contiguous", "aten::clone", "aten::detach", "aten::alias", "aten::lift_fresh")
-def identity(ctx: Context, call: Call) -> Act:
+def identity(ctx: Builder, call: Call) -> Act:
     return ctx.alias(self_act(call))
 
 
 @converter("aten::to", "aten::type_as", "aten::float", "aten::double")
-def cast(ctx: Context, call: Call) -> Any:
+def cast(ctx: Builder, call: Call) -> Any:
     first = call.args[call.schema.arguments[0].name]
     if not isinstance(first, Act):
         return call.out

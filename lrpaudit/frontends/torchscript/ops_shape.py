@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ._helpers import norm_dim, self_act
-from .interp import Context
+from .builder import Builder
 from .values import Act, Call, Refuse, converter
 
 
@@ -26,7 +26,7 @@ from .values import Act, Call, Refuse, converter
     "aten::expand",
     "aten::expand_as",
 )
-def reshape(ctx: Context, call: Call) -> Any:
+def reshape(ctx: Builder, call: Call) -> Any:
     first = call.args[call.schema.arguments[0].name]
     if not isinstance(first, Act):
         return call.out  # a constant shaped like an activation: still a constant
@@ -38,21 +38,21 @@ def reshape(ctx: Context, call: Call) -> Any:
     return ctx.emit("reshape", [first], {"shape": shape})
 
 
-def _emit_perm(ctx: Context, x: Act, perm: list[int]) -> Act:
+def _emit_perm(ctx: Builder, x: Act, perm: list[int]) -> Act:
     if perm == list(range(len(perm))):
         return ctx.alias(x)
     return ctx.emit("permute", [x], {"perm": tuple(perm)})
 
 
 @converter("aten::permute")
-def permute(ctx: Context, call: Call) -> Act:
+def permute(ctx: Builder, call: Call) -> Act:
     x = self_act(call)
     rank = x.value.dim()
     return _emit_perm(ctx, x, [norm_dim(d, rank) for d in call.const("dims")])
 
 
 @converter("aten::transpose", "aten::swapaxes", "aten::swapdims", "aten::t")
-def transpose(ctx: Context, call: Call) -> Act:
+def transpose(ctx: Builder, call: Call) -> Act:
     x = self_act(call)
     rank = x.value.dim()
     if call.kind == "aten::t":
@@ -67,7 +67,7 @@ def transpose(ctx: Context, call: Call) -> Act:
 
 
 @converter("aten::cat", "aten::concat", "aten::concatenate")
-def cat(ctx: Context, call: Call) -> Act:
+def cat(ctx: Builder, call: Call) -> Act:
     items, dim = call.positional[:2]
     if not all(isinstance(item, Act) for item in items):
         raise Refuse("concatenation of an activation with a constant is not supported")
@@ -80,7 +80,7 @@ def cat(ctx: Context, call: Call) -> Act:
 
 
 @converter("aten::stack")
-def stack(ctx: Context, call: Call) -> Act:
+def stack(ctx: Builder, call: Call) -> Act:
     items, dim = call.positional[:2]
     if not all(isinstance(item, Act) for item in items):
         raise Refuse("stacking an activation with a constant is not supported")
@@ -97,7 +97,7 @@ def stack(ctx: Context, call: Call) -> Act:
     return ctx.emit("concat", parts, {"axis": axis})
 
 
-def _positions(ctx: Context, call: Call, x: Act, axis: int, indices: list[int], **emit: Any) -> Act:
+def _positions(ctx: Builder, call: Call, x: Act, axis: int, indices: list[int], **emit: Any) -> Act:
     size = x.value.shape[axis]
     if indices == list(range(size)):
         return Act(x.name, emit.get("value", call.out))
@@ -107,7 +107,7 @@ def _positions(ctx: Context, call: Call, x: Act, axis: int, indices: list[int], 
 
 
 @converter("aten::slice")
-def slice_(ctx: Context, call: Call) -> Act:
+def slice_(ctx: Builder, call: Call) -> Act:
     x = self_act(call)
     axis = norm_dim(call.const("dim"), x.value.dim())
     start, end, step = call.const("start"), call.const("end"), call.const("step")
@@ -118,14 +118,14 @@ def slice_(ctx: Context, call: Call) -> Act:
 
 
 @converter("aten::narrow")
-def narrow(ctx: Context, call: Call) -> Act:
+def narrow(ctx: Builder, call: Call) -> Act:
     x = self_act(call)
     axis = norm_dim(call.const("dim"), x.value.dim())
     start = norm_dim(int(call.const("start")), x.value.shape[axis])
     return _positions(ctx, call, x, axis, list(range(start, start + int(call.const("length")))))
 
 
-def _gather(ctx: Context, x: Act, axis: int, indices: Any, **emit: Any) -> Act:
+def _gather(ctx: Builder, x: Act, axis: int, indices: Any, **emit: Any) -> Act:
     if axis == 0:
         raise Refuse("indexing along axis 0 (taken as the batch axis) is not supported")
     size = x.value.shape[axis]
@@ -135,19 +135,19 @@ def _gather(ctx: Context, x: Act, axis: int, indices: Any, **emit: Any) -> Act:
 
 
 @converter("aten::select")
-def select(ctx: Context, call: Call) -> Act:
+def select(ctx: Builder, call: Call) -> Act:
     x = self_act(call)
     return _gather(ctx, x, norm_dim(call.const("dim"), x.value.dim()), int(call.const("index")))
 
 
 @converter("aten::index_select")
-def index_select(ctx: Context, call: Call) -> Act:
+def index_select(ctx: Builder, call: Call) -> Act:
     x = self_act(call)
     return _gather(ctx, x, norm_dim(call.const("dim"), x.value.dim()), call.const("index"))
 
 
 @converter("aten::index")
-def index(ctx: Context, call: Call) -> Act:
+def index(ctx: Builder, call: Call) -> Act:
     x = self_act(call)
     items = call.const("indices")
     used = [(k, t) for k, t in enumerate(items) if t is not None]
@@ -170,7 +170,7 @@ def index(ctx: Context, call: Call) -> Act:
     "aten::unsafe_chunk",
     "aten::unbind",
 )
-def split(ctx: Context, call: Call) -> list[Act]:
+def split(ctx: Builder, call: Call) -> list[Act]:
     x = self_act(call)
     axis = norm_dim(call.const("dim"), x.value.dim())
     base = call.node.outputsAt(0).debugName()
@@ -199,7 +199,7 @@ def split(ctx: Context, call: Call) -> list[Act]:
     "aten::replication_pad2d",
     "aten::replication_pad3d",
 )
-def pad(ctx: Context, call: Call) -> Act:
+def pad(ctx: Builder, call: Call) -> Act:
     x = self_act(call)
     amounts = [int(p) for p in call.const("pad")]
     if call.kind == "aten::pad":

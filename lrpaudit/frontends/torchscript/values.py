@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ...errors import ModelError, UnsupportedOpError
+
 # A converter takes the IR builder (``ctx``) and the call, and returns the call's result (an Act, or a tuple/list
 # of them for multi-output ops).
 Converter = Callable[[Any, "Call"], Any]
@@ -132,4 +134,9 @@ class Call:
 
 
 class Refuse(Exception):
-    """Raised inside converters; turned into an UnsupportedOpError naming the op, module and file."""
+    """Raised inside converters and the IR builder; the interpreter turns it into an error of class ``cls`` (an
+    UnsupportedOpError unless given) naming the op, module and file."""
+
+    def __init__(self, message: str, cls: type[ModelError] = UnsupportedOpError) -> None:
+        super().__init__(message)
+        self.cls = cls
