@@ -1,4 +1,10 @@
-"""Model-file frontends. ``load_model`` picks the frontend from the file's content, not only its name."""
+"""Model-file frontends: a model file -> IR, plus the real runtime as the reference for fidelity checks.
+
+``load_model`` picks the frontend from the file's content, not only its name, and refuses pickles. ``onnx/`` and
+``torchscript/`` are one package per format, each with its registry module below its converters. ``_model`` holds
+what both model classes share: the per-shape cache of canonical graphs (the one frontend -> passes edge) and the
+file hash.
+"""
 
 from __future__ import annotations
 

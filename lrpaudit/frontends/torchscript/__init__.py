@@ -1,7 +1,7 @@
 """The TorchScript frontend: a ``.pt`` archive -> canonical IR, plus the ScriptModule itself as the fidelity reference.
 
-The archive's zip entries are checked *before* ``torch.jit.load``, so a pickle written by ``torch.save`` (a
-state_dict or a whole ``nn.Module``) is named for what it is and never unpickled.
+The archive's zip entries are checked *before* ``torch.jit.load`` (``archive``), so a pickle written by
+``torch.save`` (a state_dict or a whole ``nn.Module``) is named for what it is and never unpickled.
 
 TorchScript files declare no input shapes. ``declared_shapes`` uses, in order: the shapes given by the caller
 (``load_torchscript(path, input_shapes=...)``, which the CLI fills from ``--input-shape``), or the example input a
@@ -9,8 +9,11 @@ traced module recorded in its archive (``torch.jit.trace`` stores it since torch
 neither, it raises an InputError that asks for ``--input-shape``. The batch dimension (axis 0) is always free.
 
 The IR is built per input shape by interpreting the module's inlined graph on a seeded random input of that shape
-(``interp.py``): traced graphs contain fixed shape arithmetic, scripted ones contain branches on shapes,
-so the graph is specialized on the shapes it was built for. Value-dependent control flow is refused.
+(``interp``): traced graphs contain fixed shape arithmetic, scripted ones contain branches on shapes, so the graph
+is specialized on the shapes it was built for. Value-dependent control flow is refused. The interpreter evaluates
+``prim::`` nodes with ``prims`` and list/scalar ops with ``python_ops``; it hands each aten op that reads an
+activation to its converter in ``ops`` or ``ops_shape``, which emits IR through ``builder``; ``naming`` gives the
+node ids, and ``values`` holds the value types and the registries. Importing this package fills the registries.
 
 The loaded module is put in eval mode (a scripted module saved in training mode would otherwise normalize with
 batch statistics); a traced module's mode is baked into its graph, and training-mode BatchNorm or dropout there is
