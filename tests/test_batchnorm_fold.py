@@ -13,7 +13,7 @@ from torch import nn
 
 from lrpaudit.forward import run_forward
 from lrpaudit.frontends.onnx import load_onnx
-from lrpaudit.frontends.onnx_convert import convert_graph
+from lrpaudit.frontends.onnx.convert import convert_graph
 from lrpaudit.ir import Graph, Node
 from lrpaudit.passes import canonicalize, fold_batchnorm
 

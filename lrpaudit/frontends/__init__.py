@@ -1,4 +1,10 @@
-"""Model-file frontends. ``load_model`` picks the frontend from the file's content, not only its name."""
+"""Model-file frontends: a model file -> IR, plus the real runtime as the reference for fidelity checks.
+
+``load_model`` picks the frontend from the file's content, not only its name, and refuses pickles. ``onnx/`` and
+``torchscript/`` are one package per format, each with its registry module below its converters. ``_model`` holds
+what both model classes share: the per-shape cache of canonical graphs (the one frontend -> passes edge) and the
+file hash.
+"""
 
 from __future__ import annotations
 
@@ -28,10 +34,8 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
             "export the model with torch.onnx.export or torch.jit.trace"
         )
     if torch_file:
-        try:
-            from .torchscript import load_torchscript
-        except ImportError as exc:  # pragma: no cover - frontend not built yet
-            raise ModelError(f"{path}: TorchScript files are not supported yet") from exc
+        from .torchscript import load_torchscript
+
         return load_torchscript(path, input_shapes)
     from .onnx import load_onnx
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from .onnx_convert import Context, converter
-from .onnx_convert import norm_axis as _norm_axis
+from .context import Context, converter, norm_axis
 
 # ---------------------------------------------------------------- shape / routing
 
@@ -19,7 +18,7 @@ def _reshape_to(ctx: Context, node: onnx.NodeProto, shape: tuple[int, ...]) -> N
 @converter("Flatten")
 def flatten(ctx: Context, node: onnx.NodeProto) -> None:
     shape = ctx.shape(node.input[0])
-    axis = _norm_axis(int(ctx.attr(node, "axis", 1)), len(shape))
+    axis = norm_axis(int(ctx.attr(node, "axis", 1)), len(shape))
     _reshape_to(ctx, node, (int(np.prod(shape[:axis])), int(np.prod(shape[axis:]))))
 
 
@@ -46,7 +45,7 @@ def squeeze(ctx: Context, node: onnx.NodeProto) -> None:
     axes = (
         [i for i, s in enumerate(shape) if s == 1]
         if axes is None
-        else [_norm_axis(a, len(shape)) for a in axes]
+        else [norm_axis(a, len(shape)) for a in axes]
     )
     _reshape_to(ctx, node, tuple(s for i, s in enumerate(shape) if i not in axes))
 
@@ -56,7 +55,7 @@ def unsqueeze(ctx: Context, node: onnx.NodeProto) -> None:
     shape = list(ctx.shape(node.input[0]))
     axes = _axes(ctx, node) or []
     rank = len(shape) + len(axes)
-    for axis in sorted(_norm_axis(a, rank) for a in axes):
+    for axis in sorted(norm_axis(a, rank) for a in axes):
         shape.insert(axis, 1)
     _reshape_to(ctx, node, tuple(shape))
 
@@ -73,7 +72,7 @@ def concat(ctx: Context, node: onnx.NodeProto) -> None:
     if any(ctx.is_const(name) for name in node.input):
         ctx.fail("Concat of an activation with a constant is not supported")
     rank = len(ctx.shape(node.input[0]))
-    axis = _norm_axis(int(ctx.attr(node, "axis")), rank)
+    axis = norm_axis(int(ctx.attr(node, "axis")), rank)
     if axis == 0:
         ctx.fail("Concat along the batch axis mixes samples; not supported")
     ctx.emit("concat", list(node.input), node.output[0], {"axis": axis})
@@ -90,7 +89,7 @@ def slice_(ctx: Context, node: onnx.NodeProto) -> None:
         axes, steps = ctx.optional_const(node, 3), ctx.optional_const(node, 4)
     starts, ends = [int(s) for s in np.ravel(starts)], [int(e) for e in np.ravel(ends)]
     axes = (
-        list(range(len(starts))) if axes is None else [_norm_axis(int(a), len(shape)) for a in np.ravel(axes)]
+        list(range(len(starts))) if axes is None else [norm_axis(int(a), len(shape)) for a in np.ravel(axes)]
     )
     steps = [1] * len(starts) if steps is None else [int(s) for s in np.ravel(steps)]
     picks = [
@@ -111,7 +110,7 @@ def slice_(ctx: Context, node: onnx.NodeProto) -> None:
 def split(ctx: Context, node: onnx.NodeProto) -> None:
     """One ``slice`` per output; sizes from the ``split`` attribute (< 13) or input (13+), else equal parts."""
     shape = ctx.shape(node.input[0])
-    axis = _norm_axis(int(ctx.attr(node, "axis", 0)), len(shape))
+    axis = norm_axis(int(ctx.attr(node, "axis", 0)), len(shape))
     if axis == 0:
         ctx.fail("Split along the batch axis is not supported")
     sizes = ctx.optional_const(node, 1) if ctx.opset >= 13 else ctx.attr(node, "split", None)
@@ -131,7 +130,7 @@ def gather(ctx: Context, node: onnx.NodeProto) -> None:
     if ctx.is_const(node.input[0]) or not ctx.is_const(node.input[1]):
         ctx.fail("Gather is supported only with constant indices into an activation")
     shape = ctx.shape(node.input[0])
-    axis = _norm_axis(int(ctx.attr(node, "axis", 0)), len(shape))
+    axis = norm_axis(int(ctx.attr(node, "axis", 0)), len(shape))
     if axis == 0:
         ctx.fail("Gather along the batch axis is not supported")
     indices = np.asarray(ctx.const(node.input[1]), dtype=np.int64)
@@ -151,7 +150,7 @@ def pad(ctx: Context, node: onnx.NodeProto) -> None:
         value = 0.0 if value_c is None or value_c.size == 0 else float(np.ravel(value_c)[0])
         axes_c = ctx.optional_const(node, 3)
         if axes_c is not None:
-            axes = [_norm_axis(int(a), rank) for a in np.ravel(axes_c)]
+            axes = [norm_axis(int(a), rank) for a in np.ravel(axes_c)]
             full = [0] * (2 * rank)
             for k, axis in enumerate(axes):
                 full[axis], full[axis + rank] = pads[k], pads[k + len(axes)]

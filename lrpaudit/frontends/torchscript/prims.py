@@ -8,13 +8,11 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelError
-from .torchscript_interp import (
-    MAX_LOOP_TRIPS,
-    Context,
-    has_act,
-    real,
-)
+from ...errors import ModelError
+from .interp import Interpreter
+from .values import PRIM_HANDLERS, has_act, real
+
+MAX_LOOP_TRIPS = 1_000_000
 
 
 def _private(value: Any) -> Any:
@@ -25,11 +23,11 @@ def _private(value: Any) -> Any:
     return copy.requires_grad_(True) if value.requires_grad else copy
 
 
-def _constant(ctx: Context, node: torch._C.Node) -> None:
+def _constant(ctx: Interpreter, node: torch._C.Node) -> None:
     ctx.bind(node.output(), _private(node.output().toIValue()))
 
 
-def _get_attr(ctx: Context, node: torch._C.Node) -> None:
+def _get_attr(ctx: Interpreter, node: torch._C.Node) -> None:
     owner_value = node.input()
     owner = ctx.read(owner_value)
     attr = node.s("name")
@@ -48,19 +46,19 @@ def _get_attr(ctx: Context, node: torch._C.Node) -> None:
     ctx.qualnames[node.output().unique()] = qualname
 
 
-def _set_attr(ctx: Context, node: torch._C.Node) -> None:
+def _set_attr(ctx: Interpreter, node: torch._C.Node) -> None:
     ctx.fail(f"the model changes its attribute {node.s('name')!r} during forward (training-mode code?)")
 
 
-def _list_construct(ctx: Context, node: torch._C.Node) -> None:
+def _list_construct(ctx: Interpreter, node: torch._C.Node) -> None:
     ctx.bind(node.output(), [ctx.read(v) for v in node.inputs()])
 
 
-def _tuple_construct(ctx: Context, node: torch._C.Node) -> None:
+def _tuple_construct(ctx: Interpreter, node: torch._C.Node) -> None:
     ctx.bind(node.output(), tuple(ctx.read(v) for v in node.inputs()))
 
 
-def _unpack(ctx: Context, node: torch._C.Node) -> None:
+def _unpack(ctx: Interpreter, node: torch._C.Node) -> None:
     items = list(ctx.read(node.input()))
     outputs = list(node.outputs())
     if len(items) != len(outputs):
@@ -69,45 +67,45 @@ def _unpack(ctx: Context, node: torch._C.Node) -> None:
         ctx.bind(value, item)
 
 
-def _tuple_index(ctx: Context, node: torch._C.Node) -> None:
+def _tuple_index(ctx: Interpreter, node: torch._C.Node) -> None:
     items, index = (ctx.read(v) for v in node.inputs())
     ctx.bind(node.output(), items[index])
 
 
-def _dict_construct(ctx: Context, node: torch._C.Node) -> None:
+def _dict_construct(ctx: Interpreter, node: torch._C.Node) -> None:
     items = [ctx.read(v) for v in node.inputs()]
     ctx.bind(node.output(), dict(zip(items[0::2], items[1::2])))
 
 
-def _passthrough(ctx: Context, node: torch._C.Node) -> None:
+def _passthrough(ctx: Interpreter, node: torch._C.Node) -> None:
     ctx.bind(node.output(), ctx.read(node.input()), ctx.alias_group.get(node.input().unique()))
 
 
-def _uninitialized(ctx: Context, node: torch._C.Node) -> None:
+def _uninitialized(ctx: Interpreter, node: torch._C.Node) -> None:
     ctx.bind(node.output(), None)
 
 
-def _raise(ctx: Context, node: torch._C.Node) -> None:
+def _raise(ctx: Interpreter, node: torch._C.Node) -> None:
     message = ctx.read(node.inputsAt(0)) if node.inputsSize() else "exception"
     ctx.fail(f"the model raises an exception on these input shapes: {message}", ModelError)
 
 
-def _num_to_tensor(ctx: Context, node: torch._C.Node) -> None:
+def _num_to_tensor(ctx: Interpreter, node: torch._C.Node) -> None:
     value = ctx.read(node.input())
     if has_act(value):
         ctx.fail("converts an activation to a tensor scalar (value-dependent code)")
     ctx.bind(node.output(), torch.ops.prim.NumToTensor(value))
 
 
-def _tensor_meta(fn: Callable[[torch.Tensor], Any]) -> Callable[[Context, torch._C.Node], None]:
-    def handler(ctx: Context, node: torch._C.Node) -> None:
+def _tensor_meta(fn: Callable[[torch.Tensor], Any]) -> Callable[[Interpreter, torch._C.Node], None]:
+    def handler(ctx: Interpreter, node: torch._C.Node) -> None:
         value = real(ctx.read(node.input()))
         ctx.bind(node.output(), fn(value))
 
     return handler
 
 
-def _if(ctx: Context, node: torch._C.Node) -> None:
+def _if(ctx: Interpreter, node: torch._C.Node) -> None:
     cond = ctx.read(node.input())
     if has_act(cond) or isinstance(cond, torch.Tensor):
         ctx.fail("branches on a tensor value (data-dependent control flow is not supported)")
@@ -118,7 +116,7 @@ def _if(ctx: Context, node: torch._C.Node) -> None:
         ctx.bind(value, result)
 
 
-def _loop(ctx: Context, node: torch._C.Node) -> None:
+def _loop(ctx: Interpreter, node: torch._C.Node) -> None:
     inputs = [ctx.read(v) for v in node.inputs()]
     trips, cond, carried = inputs[0], inputs[1], inputs[2:]
     if isinstance(cond, torch.Tensor) or has_act(cond) or isinstance(trips, torch.Tensor):
@@ -142,11 +140,11 @@ def _loop(ctx: Context, node: torch._C.Node) -> None:
         ctx.bind(value, item)
 
 
-def _unsupported_prim(ctx: Context, node: torch._C.Node) -> None:
+def _unsupported_prim(ctx: Interpreter, node: torch._C.Node) -> None:
     ctx.fail(f"{node.kind()} is not supported (the graph should be fully inlined)")
 
 
-PRIM_HANDLERS: dict[str, Callable[[Context, torch._C.Node], None]] = {
+_HANDLERS: dict[str, Callable[[Interpreter, torch._C.Node], None]] = {
     "prim::Constant": _constant,
     "prim::GetAttr": _get_attr,
     "prim::SetAttr": _set_attr,
@@ -165,7 +163,8 @@ PRIM_HANDLERS: dict[str, Callable[[Context, torch._C.Node], None]] = {
     "prim::dtype": _tensor_meta(lambda t: t.dtype),
     "prim::is_cuda": _tensor_meta(lambda t: t.is_cuda),
     "prim::layout": _tensor_meta(lambda t: t.layout),
-    "prim::requires_grad": _tensor_meta(lambda t: t.requires_grad),  # parameters keep theirs: generic paths
+    # Parameters keep theirs: generic (non fast-path) code paths are taken.
+    "prim::requires_grad": _tensor_meta(lambda t: t.requires_grad),
     "prim::shape": _tensor_meta(lambda t: list(t.shape)),
     "prim::is_nested": _tensor_meta(lambda t: t.is_nested),
     "prim::is_sparse": _tensor_meta(lambda t: t.is_sparse),
@@ -181,3 +180,4 @@ PRIM_HANDLERS: dict[str, Callable[[Context, torch._C.Node], None]] = {
     "prim::Enter": _unsupported_prim,
     "prim::Exit": _unsupported_prim,
 }
+PRIM_HANDLERS.update(_HANDLERS)

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 from onnx import external_data_helper
 
-from ..errors import ModelError
+from ...errors import ModelError, first_line
 
 
 def _external_locations(model: onnx.ModelProto) -> list[str]:
@@ -34,7 +34,7 @@ def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several unrelated types on garbage
         raise ModelError(
-            f"{path}: not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)})"
+            f"{path}: not a readable ONNX model ({type(exc).__name__}: {first_line(exc)})"
         ) from exc
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{path}: not an ONNX model (no graph found in the protobuf)")
@@ -51,11 +51,11 @@ def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         external_data_helper.load_external_data_for_model(model, str(folder))
     except Exception as exc:
-        raise ModelError(f"{path}: cannot read external data ({_first_line(exc)})") from exc
+        raise ModelError(f"{path}: cannot read external data ({first_line(exc)})") from exc
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise ModelError(f"{path}: invalid ONNX model: {_first_line(exc)}") from exc
+        raise ModelError(f"{path}: invalid ONNX model: {first_line(exc)}") from exc
     return model
 
 
@@ -139,14 +139,18 @@ def _cycle(graph: onnx.GraphProto, produced: set[str], producer: dict[str, int])
     return [_label(node) for node, needs in zip(graph.node, waiting) if needs][:5]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def default_opset(model: onnx.ModelProto) -> int:
     """The opset version of the default ONNX domain."""
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
             return int(entry.version)
     return 1
+
+
+def inference_problem(model: onnx.ModelProto) -> str | None:
+    """What strict ONNX shape inference finds wrong with the model (wrong input counts, types, shapes), if anything."""
+    try:
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        return first_line(exc, 300)
+    return None

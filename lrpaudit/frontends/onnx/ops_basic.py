@@ -2,7 +2,7 @@
 
 Opset differences (attributes that became inputs, changed defaults) are resolved here, so the IR never sees them.
 This module holds the removed ops, the elementwise activations and the arithmetic; the linear-type and pooling
-converters are in ``onnx_ops_layers``, the shape and routing ones in ``onnx_ops_shape``.
+converters are in ``ops_layers``, the shape and routing ones in ``ops_shape``.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from .onnx_convert import Context, converter
-from .onnx_convert import norm_axis as _norm_axis
+from .context import Context, converter, norm_axis
 
 
 def _acts(ctx: Context, node: onnx.NodeProto) -> list[str]:
@@ -92,7 +91,7 @@ def clip(ctx: Context, node: onnx.NodeProto) -> None:
 def softmax(ctx: Context, node: onnx.NodeProto) -> None:
     rank = len(ctx.shape(node.input[0]))
     legacy = ctx.opset < 13
-    axis = _norm_axis(int(ctx.attr(node, "axis", 1 if legacy else -1)), rank)
+    axis = norm_axis(int(ctx.attr(node, "axis", 1 if legacy else -1)), rank)
     op = "softmax" if node.op_type == "Softmax" else "log_softmax"
     ctx.emit(op, [node.input[0]], node.output[0], {"axis": axis, "coerce_2d": legacy and axis != rank - 1})
 
@@ -109,7 +108,7 @@ def _operand(ctx: Context, node: onnx.NodeProto, name: str) -> np.ndarray:
     if ctx.opset >= 7 or not ctx.attr(node, "broadcast", 0) or name != node.input[1]:
         return value
     rank = len(ctx.shape(node.input[0]))
-    axis = _norm_axis(int(ctx.attr(node, "axis", rank - value.ndim)), rank)
+    axis = norm_axis(int(ctx.attr(node, "axis", rank - value.ndim)), rank)
     return value.reshape(value.shape + (1,) * (rank - axis - value.ndim))
 
 
@@ -118,7 +117,7 @@ def _check_legacy_broadcast(ctx: Context, node: onnx.NodeProto) -> None:
     if ctx.opset >= 7 or not ctx.attr(node, "broadcast", 0) or ctx.is_const(node.input[1]):
         return
     rank, b_rank = len(ctx.shape(node.input[0])), len(ctx.shape(node.input[1]))
-    if _norm_axis(int(ctx.attr(node, "axis", rank - b_rank)), rank) != rank - b_rank:
+    if norm_axis(int(ctx.attr(node, "axis", rank - b_rank)), rank) != rank - b_rank:
         ctx.fail("legacy broadcasting of an activation along a non-trailing axis is not supported")
 
 
@@ -169,6 +168,3 @@ def div(ctx: Context, node: onnx.NodeProto) -> None:
     if not ctx.is_const(b):
         ctx.fail("Div by an activation is not supported")
     ctx.emit("mul_const", [a], node.output[0], {}, {"const": 1.0 / _operand(ctx, node, b).astype(np.float64)})
-
-
-from . import onnx_ops_layers, onnx_ops_shape  # noqa: E402, F401  (register their converters)

@@ -9,9 +9,7 @@ from typing import Any
 
 import torch
 
-from .torchscript_interp import (
-    real,
-)
+from .values import real
 
 
 def _format(fmt: str, *args: Any) -> str:
@@ -33,10 +31,6 @@ def _set_item(items: list, index: int, item: Any) -> list:
 def _len(value: Any) -> int:
     value = real(value)
     return int(value.shape[0]) if isinstance(value, torch.Tensor) else len(value)
-
-
-def _list_slice(items: list, start: int | None = None, end: int | None = None, step: int = 1) -> list:
-    return items[start:end:step]
 
 
 # ScalarType codes as TorchScript graphs store them (c10/core/ScalarType.h).

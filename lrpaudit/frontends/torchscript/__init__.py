@@ -1,7 +1,7 @@
 """The TorchScript frontend: a ``.pt`` archive -> canonical IR, plus the ScriptModule itself as the fidelity reference.
 
-The archive's zip entries are checked *before* ``torch.jit.load``, so a pickle written by ``torch.save`` (a
-state_dict or a whole ``nn.Module``) is named for what it is and never unpickled.
+The archive's zip entries are checked *before* ``torch.jit.load`` (``archive``), so a pickle written by
+``torch.save`` (a state_dict or a whole ``nn.Module``) is named for what it is and never unpickled.
 
 TorchScript files declare no input shapes. ``declared_shapes`` uses, in order: the shapes given by the caller
 (``load_torchscript(path, input_shapes=...)``, which the CLI fills from ``--input-shape``), or the example input a
@@ -9,8 +9,11 @@ traced module recorded in its archive (``torch.jit.trace`` stores it since torch
 neither, it raises an InputError that asks for ``--input-shape``. The batch dimension (axis 0) is always free.
 
 The IR is built per input shape by interpreting the module's inlined graph on a seeded random input of that shape
-(``torchscript_interp.py``): traced graphs contain fixed shape arithmetic, scripted ones contain branches on shapes,
-so the graph is specialized on the shapes it was built for. Value-dependent control flow is refused.
+(``interp``): traced graphs contain fixed shape arithmetic, scripted ones contain branches on shapes, so the graph
+is specialized on the shapes it was built for. Value-dependent control flow is refused. The interpreter evaluates
+``prim::`` nodes with ``prims`` and list/scalar ops with ``python_ops``; it hands each aten op that reads an
+activation to its converter in ``ops`` or ``ops_shape``, which emits IR through ``builder``; ``naming`` gives the
+node ids, and ``values`` holds the value types and the registries. Importing this package fills the registries.
 
 The loaded module is put in eval mode (a scripted module saved in training mode would otherwise normalize with
 batch statistics); a traced module's mode is baked into its graph, and training-mode BatchNorm or dropout there is
@@ -22,7 +25,6 @@ profiling re-specialization); intermediates come from the graph's own aten ops a
 from __future__ import annotations
 
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,79 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, ModelError
-from ..inputs.shapes import check_declared
-from ..ir import Graph
-from ..passes import canonicalize
-from .onnx import file_sha256
-from .torchscript_interp import interpret
-
-EXPORT_HINT = (
-    "export the model instead: torch.jit.trace(model.eval(), example).save('model.pt') (or torch.jit.script), "
-    "or torch.onnx.export(model.eval(), (example,), 'model.onnx')"
-)
-
-
-def check_archive(path: Path) -> bool:
-    """Refuse anything that is not a TorchScript zip archive, by its entry names alone (nothing is unpickled).
-
-    Returns whether the archive holds the example inputs of a trace (``traced_inputs.pkl``).
-    """
-    try:
-        is_zip = zipfile.is_zipfile(path)
-    except Exception as exc:  # e.g. a damaged end record that claims several disks
-        raise ModelError(f"{path}: is not a readable zip archive ({type(exc).__name__}: {exc})") from exc
-    if not is_zip:
-        with open(path, "rb") as handle:
-            head = handle.read(2)
-        if head[:1] == b"\x80":
-            raise ModelError(
-                f"{path}: is a legacy torch.save pickle, not a TorchScript archive; lrpaudit never loads pickles: "
-                + EXPORT_HINT
-            )
-        raise ModelError(
-            f"{path}: is not a TorchScript archive (not a zip file; truncated or another format)"
-        )
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (
-        Exception
-    ) as exc:  # zipfile also raises UnicodeDecodeError, NotImplementedError ... on damaged headers
-        raise ModelError(f"{path}: is not a readable zip archive ({type(exc).__name__}: {exc})") from exc
-    roots = sorted({name.split("/", 1)[0] for name in names if "/" in name})
-    if len(roots) != 1:
-        raise ModelError(
-            f"{path}: is a zip archive but not a TorchScript archive (expected one top folder, found {roots})"
-        )
-    root = roots[0]
-    if f"{root}/archive_format" in names or any(name.startswith(f"{root}/models/") for name in names):
-        raise ModelError(
-            f"{path}: is a torch.export archive (.pt2), not a TorchScript model; lrpaudit reads TorchScript and "
-            "ONNX: torch.onnx.export(model.eval(), (example,), 'model.onnx')"
-        )
-    has_code = any(name.startswith(f"{root}/code/") for name in names)
-    has_constants = f"{root}/constants.pkl" in names
-    has_data = f"{root}/data.pkl" in names
-    if has_data and not has_code:
-        raise ModelError(
-            f"{path}: is a torch.save archive (a pickled state_dict or nn.Module: data.pkl without code/), not a "
-            "TorchScript model; lrpaudit never loads pickles: " + EXPORT_HINT
-        )
-    missing = [
-        entry
-        for entry, present in (
-            (f"{root}/code/", has_code),
-            (f"{root}/constants.pkl", has_constants),
-            (f"{root}/data.pkl", has_data),
-        )
-        if not present
-    ]
-    if missing:
-        raise ModelError(
-            f"{path}: is a zip archive but not a complete TorchScript archive (missing {', '.join(missing)})"
-        )
-    return f"{root}/traced_inputs.pkl" in names
+from ...errors import InputError, ModelError, first_line
+from ...inputs.shapes import check_declared
+from ...ir import Graph
+from .._model import ModelFile
+from . import ops, ops_shape, prims  # noqa: F401  (fill the converter and prim handler registries)
+from .archive import check_archive
+from .interp import interpret
 
 
 def _module_dtype(module: Any) -> torch.dtype:
@@ -113,7 +49,7 @@ def _module_dtype(module: Any) -> torch.dtype:
 
 
 @dataclass
-class TorchScriptModel:
+class TorchScriptModel(ModelFile):
     """A loaded TorchScript archive. ``graph(shapes)`` gives the canonical IR specialized on concrete input shapes."""
 
     path: Path
@@ -123,7 +59,6 @@ class TorchScriptModel:
     format: str = "torchscript"
     reference_name: str = "torchscript"
     _graphs: dict[tuple, Graph] = field(default_factory=dict, repr=False)
-    _values: dict[tuple, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
     def input_names(self) -> list[str]:
@@ -157,39 +92,29 @@ class TorchScriptModel:
             )
         self.input_shapes = {name: tuple(int(d) for d in shape) for name, shape in shapes.items()}
 
-    def sha256(self) -> str:
-        return file_sha256(self.path)
+    def raw_graph(self, shapes: dict[str, tuple[int, ...]]) -> Graph:
+        """The module's graph interpreted on a seeded random input of these shapes."""
+        missing = [name for name in self.input_names if name not in shapes]
+        if missing:
+            raise InputError(f"{self.path}: no input shape given for forward argument(s) {missing}")
+        generator = torch.Generator().manual_seed(0)
+        feeds = {
+            name: torch.randn(tuple(shapes[name]), generator=generator, dtype=torch.float64).to(self.dtype)
+            for name in self.input_names
+        }
+        return self._interpret(feeds)[0]
 
-    def _key(self, shapes: dict[str, tuple[int, ...]]) -> tuple:
-        return tuple(sorted((name, tuple(int(d) for d in shape)) for name, shape in shapes.items()))
-
-    def graph(self, shapes: dict[str, tuple[int, ...]]) -> Graph:
-        """Canonical IR for these input shapes (cached)."""
-        key = self._key(shapes)
-        if key not in self._graphs:
-            missing = [name for name in self.input_names if name not in shapes]
-            if missing:
-                raise InputError(f"{self.path}: no input shape given for forward argument(s) {missing}")
-            generator = torch.Generator().manual_seed(0)
-            feeds = {
-                name: torch.randn(tuple(shapes[name]), generator=generator, dtype=torch.float64).to(
-                    self.dtype
-                )
-                for name in self.input_names
-            }
-            raw, values = self._interpret(feeds)
-            graph = canonicalize(raw)
-            for node in graph.nodes:  # after fusions a node may produce another aten value; point at it
-                node.origin["source_output"] = node.output if node.output in values else None
-            self._graphs[key] = graph
-        return self._graphs[key]
+    def _after_passes(self, raw: Graph, graph: Graph) -> Graph:
+        """After fusions a node may produce another aten value: point its ``source_output`` at that one."""
+        named = _aten_values(raw)
+        for node in graph.nodes:
+            node.origin["source_output"] = node.output if node.output in named else None
+        return graph
 
     def _interpret(self, feeds: dict[str, torch.Tensor]) -> tuple[Graph, dict[str, torch.Tensor]]:
-        raw, ctx = interpret(self.module, str(self.path), feeds, self.dtype)
-        named = {
-            name for node in raw.nodes for name in node.outputs if node.origin.get("source_output") == name
-        }
-        return raw, {name: ctx.values[name] for name in named}
+        """The raw IR, and the real (aten) values of the IR values that an aten op computed."""
+        raw, values = interpret(self.module, str(self.path), feeds, self.dtype)
+        return raw, {name: values[name] for name in _aten_values(raw)}
 
     def reference_outputs(
         self, feeds: dict[str, np.ndarray], names: list[str] | None = None
@@ -206,8 +131,7 @@ class TorchScriptModel:
             with torch.no_grad(), torch.jit.optimized_execution(False):
                 result = self.module(*[tensors[name] for name in self.input_names])
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.path}: the ScriptModule fails on this input: {first}") from exc
+            raise ModelError(f"{self.path}: the ScriptModule fails on this input: {first_line(exc)}") from exc
         flat = _flatten(result)
         output_names = graph.source["output_names"]
         if len(flat) != len(output_names):
@@ -222,6 +146,11 @@ class TorchScriptModel:
                 if name in values:
                     outputs[name] = values[name].detach().cpu().numpy()
         return outputs
+
+
+def _aten_values(raw: Graph) -> set[str]:
+    """The IR values of the raw graph that are an aten op's output (not a step inside a multi-node mapping)."""
+    return {name for node in raw.nodes for name in node.outputs if node.origin.get("source_output") == name}
 
 
 def _flatten(result: Any) -> list[torch.Tensor]:
@@ -243,13 +172,13 @@ def load_torchscript(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            if traced_inputs:  # restores the recorded example shapes into the graph's input types
+            # _restore_shapes puts the recorded example shapes into the graph's input types.
+            if traced_inputs:
                 module = torch.jit.load(str(path), map_location="cpu", _restore_shapes=True)
             else:
                 module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{path}: torch.jit.load failed: {first.rstrip(': ')[:300]}") from exc
+            raise ModelError(f"{path}: torch.jit.load failed: {first_line(exc).rstrip(': ')}") from exc
     module.eval()
     model = TorchScriptModel(path=path, module=module)
     model.example_shapes = _recorded_shapes(module, model.input_names)

@@ -7,8 +7,7 @@ import math
 import numpy as np
 import onnx
 
-from .onnx_convert import Context, converter
-from .onnx_convert import norm_axis as _norm_axis
+from .context import Context, converter, norm_axis
 
 # ---------------------------------------------------------------- linear-type
 
@@ -212,7 +211,7 @@ def reduce_mean(ctx: Context, node: onnx.NodeProto) -> None:
             ctx.alias(node.output[0], node.input[0])
             return
         axes = list(range(rank))
-    axes = sorted(_norm_axis(int(a), rank) for a in axes)
+    axes = sorted(norm_axis(int(a), rank) for a in axes)
     keepdims = bool(ctx.attr(node, "keepdims", 1))
     if 0 in axes:
         ctx.fail("ReduceMean over the batch axis mixes samples; not supported")

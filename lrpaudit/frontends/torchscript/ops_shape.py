@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 
-from .torchscript_interp import Act, Call, Context, _Refuse, converter
-from .torchscript_ops import _axis, _self
+from ._helpers import norm_dim, self_act
+from .builder import Builder
+from .values import Act, Call, Refuse, converter
 
 
 @converter(
@@ -25,67 +26,67 @@ from .torchscript_ops import _axis, _self
     "aten::expand",
     "aten::expand_as",
 )
-def reshape(ctx: Context, call: Call) -> Any:
+def reshape(ctx: Builder, call: Call) -> Any:
     first = call.args[call.schema.arguments[0].name]
     if not isinstance(first, Act):
         return call.out  # a constant shaped like an activation: still a constant
     shape = tuple(call.out.shape)
     if call.kind in ("aten::expand", "aten::expand_as") and shape != tuple(first.value.shape):
-        raise _Refuse("expand broadcasts an activation to a larger shape; not supported")
+        raise Refuse("expand broadcasts an activation to a larger shape; not supported")
     if shape == tuple(first.value.shape):
         return ctx.alias(first)
     return ctx.emit("reshape", [first], {"shape": shape})
 
 
-def _emit_perm(ctx: Context, x: Act, perm: list[int]) -> Act:
+def _emit_perm(ctx: Builder, x: Act, perm: list[int]) -> Act:
     if perm == list(range(len(perm))):
         return ctx.alias(x)
     return ctx.emit("permute", [x], {"perm": tuple(perm)})
 
 
 @converter("aten::permute")
-def permute(ctx: Context, call: Call) -> Act:
-    x = _self(call)
+def permute(ctx: Builder, call: Call) -> Act:
+    x = self_act(call)
     rank = x.value.dim()
-    return _emit_perm(ctx, x, [_axis(d, rank) for d in call.const("dims")])
+    return _emit_perm(ctx, x, [norm_dim(d, rank) for d in call.const("dims")])
 
 
 @converter("aten::transpose", "aten::swapaxes", "aten::swapdims", "aten::t")
-def transpose(ctx: Context, call: Call) -> Act:
-    x = _self(call)
+def transpose(ctx: Builder, call: Call) -> Act:
+    x = self_act(call)
     rank = x.value.dim()
     if call.kind == "aten::t":
         if rank < 2:
             return ctx.alias(x)
         a, b = 0, 1
     else:
-        a, b = (_axis(v, rank) for v in call.positional[1:3])
+        a, b = (norm_dim(v, rank) for v in call.positional[1:3])
     perm = list(range(rank))
     perm[a], perm[b] = perm[b], perm[a]
     return _emit_perm(ctx, x, perm)
 
 
 @converter("aten::cat", "aten::concat", "aten::concatenate")
-def cat(ctx: Context, call: Call) -> Act:
+def cat(ctx: Builder, call: Call) -> Act:
     items, dim = call.positional[:2]
     if not all(isinstance(item, Act) for item in items):
-        raise _Refuse("concatenation of an activation with a constant is not supported")
-    axis = _axis(dim, items[0].value.dim())
+        raise Refuse("concatenation of an activation with a constant is not supported")
+    axis = norm_dim(dim, items[0].value.dim())
     if axis == 0:
-        raise _Refuse("concatenation along axis 0 (the batch axis) mixes samples; not supported")
+        raise Refuse("concatenation along axis 0 (the batch axis) mixes samples; not supported")
     if len(items) == 1:
         return ctx.alias(items[0])
     return ctx.emit("concat", list(items), {"axis": axis})
 
 
 @converter("aten::stack")
-def stack(ctx: Context, call: Call) -> Act:
+def stack(ctx: Builder, call: Call) -> Act:
     items, dim = call.positional[:2]
     if not all(isinstance(item, Act) for item in items):
-        raise _Refuse("stacking an activation with a constant is not supported")
-    axis = _axis(dim, items[0].value.dim() + 1)
+        raise Refuse("stacking an activation with a constant is not supported")
+    axis = norm_dim(dim, items[0].value.dim() + 1)
     if axis == 0:
-        raise _Refuse("stacking along axis 0 (the batch axis) mixes samples; not supported")
+        raise Refuse("stacking along axis 0 (the batch axis) mixes samples; not supported")
     parts = []
     for item in items:
         shape = list(item.value.shape)
@@ -96,37 +97,37 @@ def stack(ctx: Context, call: Call) -> Act:
     return ctx.emit("concat", parts, {"axis": axis})
 
 
-def _positions(ctx: Context, call: Call, x: Act, axis: int, indices: list[int], **emit: Any) -> Act:
+def _positions(ctx: Builder, call: Call, x: Act, axis: int, indices: list[int], **emit: Any) -> Act:
     size = x.value.shape[axis]
     if indices == list(range(size)):
         return Act(x.name, emit.get("value", call.out))
     if axis == 0:
-        raise _Refuse("slicing along axis 0 (taken as the batch axis) is not supported")
+        raise Refuse("slicing along axis 0 (taken as the batch axis) is not supported")
     return ctx.emit("slice", [x], {"axes": (axis,), "indices": (tuple(indices),)}, **emit)
 
 
 @converter("aten::slice")
-def slice_(ctx: Context, call: Call) -> Act:
-    x = _self(call)
-    axis = _axis(call.const("dim"), x.value.dim())
+def slice_(ctx: Builder, call: Call) -> Act:
+    x = self_act(call)
+    axis = norm_dim(call.const("dim"), x.value.dim())
     start, end, step = call.const("start"), call.const("end"), call.const("step")
     if step is not None and step <= 0:
-        raise _Refuse("slice with a non-positive step")
+        raise Refuse("slice with a non-positive step")
     indices = list(range(*slice(start, end, step).indices(x.value.shape[axis])))
     return _positions(ctx, call, x, axis, indices)
 
 
 @converter("aten::narrow")
-def narrow(ctx: Context, call: Call) -> Act:
-    x = _self(call)
-    axis = _axis(call.const("dim"), x.value.dim())
-    start = _axis(int(call.const("start")), x.value.shape[axis])
+def narrow(ctx: Builder, call: Call) -> Act:
+    x = self_act(call)
+    axis = norm_dim(call.const("dim"), x.value.dim())
+    start = norm_dim(int(call.const("start")), x.value.shape[axis])
     return _positions(ctx, call, x, axis, list(range(start, start + int(call.const("length")))))
 
 
-def _gather(ctx: Context, x: Act, axis: int, indices: Any, **emit: Any) -> Act:
+def _gather(ctx: Builder, x: Act, axis: int, indices: Any, **emit: Any) -> Act:
     if axis == 0:
-        raise _Refuse("indexing along axis 0 (taken as the batch axis) is not supported")
+        raise Refuse("indexing along axis 0 (taken as the batch axis) is not supported")
     size = x.value.shape[axis]
     tensor = torch.as_tensor(indices, dtype=torch.long)
     tensor = torch.where(tensor < 0, tensor + size, tensor)
@@ -134,28 +135,28 @@ def _gather(ctx: Context, x: Act, axis: int, indices: Any, **emit: Any) -> Act:
 
 
 @converter("aten::select")
-def select(ctx: Context, call: Call) -> Act:
-    x = _self(call)
-    return _gather(ctx, x, _axis(call.const("dim"), x.value.dim()), int(call.const("index")))
+def select(ctx: Builder, call: Call) -> Act:
+    x = self_act(call)
+    return _gather(ctx, x, norm_dim(call.const("dim"), x.value.dim()), int(call.const("index")))
 
 
 @converter("aten::index_select")
-def index_select(ctx: Context, call: Call) -> Act:
-    x = _self(call)
-    return _gather(ctx, x, _axis(call.const("dim"), x.value.dim()), call.const("index"))
+def index_select(ctx: Builder, call: Call) -> Act:
+    x = self_act(call)
+    return _gather(ctx, x, norm_dim(call.const("dim"), x.value.dim()), call.const("index"))
 
 
 @converter("aten::index")
-def index(ctx: Context, call: Call) -> Act:
-    x = _self(call)
+def index(ctx: Builder, call: Call) -> Act:
+    x = self_act(call)
     items = call.const("indices")
     used = [(k, t) for k, t in enumerate(items) if t is not None]
     if len(used) != 1:
-        raise _Refuse("advanced indexing with several index tensors is not supported")
+        raise Refuse("advanced indexing with several index tensors is not supported")
     axis, tensor = used[0]
     if tensor.dtype == torch.bool:
         if tensor.dim() != 1:
-            raise _Refuse("indexing with a multi-dimensional boolean mask is not supported")
+            raise Refuse("indexing with a multi-dimensional boolean mask is not supported")
         tensor = tensor.nonzero().reshape(-1)
     return _gather(ctx, x, axis, tensor)
 
@@ -169,9 +170,9 @@ def index(ctx: Context, call: Call) -> Act:
     "aten::unsafe_chunk",
     "aten::unbind",
 )
-def split(ctx: Context, call: Call) -> list[Act]:
-    x = _self(call)
-    axis = _axis(call.const("dim"), x.value.dim())
+def split(ctx: Builder, call: Call) -> list[Act]:
+    x = self_act(call)
+    axis = norm_dim(call.const("dim"), x.value.dim())
     base = call.node.outputsAt(0).debugName()
     pieces: list[Act] = []
     offset = 0
@@ -198,8 +199,8 @@ def split(ctx: Context, call: Call) -> list[Act]:
     "aten::replication_pad2d",
     "aten::replication_pad3d",
 )
-def pad(ctx: Context, call: Call) -> Act:
-    x = _self(call)
+def pad(ctx: Builder, call: Call) -> Act:
+    x = self_act(call)
     amounts = [int(p) for p in call.const("pad")]
     if call.kind == "aten::pad":
         mode, value = call.const("mode"), call.const("value")
@@ -209,12 +210,12 @@ def pad(ctx: Context, call: Call) -> Act:
         mode, value = ("reflect" if "reflection" in call.kind else "replicate"), None
     modes = {"constant": "constant", "reflect": "reflect", "replicate": "edge"}
     if mode not in modes:
-        raise _Refuse(f"padding mode {mode!r} is not supported")
+        raise Refuse(f"padding mode {mode!r} is not supported")
     rank = x.value.dim()
     begins, ends = [0] * rank, [0] * rank
     for i in range(len(amounts) // 2):
         begins[rank - 1 - i], ends[rank - 1 - i] = amounts[2 * i], amounts[2 * i + 1]
     if begins[0] or ends[0]:
-        raise _Refuse("padding along axis 0 (the batch axis) is not supported")
+        raise Refuse("padding along axis 0 (the batch axis) is not supported")
     attrs = {"pads": tuple(begins + ends), "mode": modes[mode], "value": float(value or 0.0)}
     return ctx.emit("pad", [x], attrs)

@@ -1,0 +1,189 @@
+"""The state the ONNX converters share while one graph is translated, and the registry they fill.
+
+Converters (``ops_basic``, ``ops_layers``, ``ops_shape``) import this module and register themselves with
+``@converter(op_type, ...)``; ``convert.py`` walks the nodes and calls them. Their whole vocabulary is ``ctx.emit``
+(append an IR node, shape-checked on meta tensors), ``ctx.fail`` (an UnsupportedOpError naming node, op and opset),
+``ctx.attr``, ``ctx.const``/``ctx.is_const``/``ctx.optional_const``, ``ctx.shape``, ``ctx.alias`` and ``ctx.tmp``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+
+from ...errors import ModelError, UnsupportedOpError, first_line
+from ...forward import run_node
+from ...ir import LINEAR_TYPE, Node
+
+Converter = Callable[["Context", onnx.NodeProto], None]
+CONVERTERS: dict[str, Converter] = {}
+
+
+def norm_axis(axis: int, rank: int) -> int:
+    """A possibly negative ONNX axis as a non-negative one."""
+    return axis + rank if axis < 0 else axis
+
+
+def converter(*op_types: str) -> Callable[[Converter], Converter]:
+    def deco(fn: Converter) -> Converter:
+        for op_type in op_types:
+            CONVERTERS[op_type] = fn
+        return fn
+
+    return deco
+
+
+def to_param(array: np.ndarray) -> torch.Tensor:
+    """A constant as an IR param: float64 master copy for floating point, int64 for integers."""
+    array = np.asarray(array)
+    if np.issubdtype(array.dtype, np.floating):
+        return torch.from_numpy(np.array(array, dtype=np.float64))
+    if array.dtype == np.bool_:
+        return torch.from_numpy(np.array(array, dtype=np.bool_))
+    return torch.from_numpy(np.array(array, dtype=np.int64))
+
+
+@dataclass
+class Context:
+    """State shared by the converters while one ONNX graph is translated."""
+
+    path: str
+    opset: int
+    consts: dict[str, np.ndarray] = field(default_factory=dict)
+    # Meta tensors: the shapes of the activations.
+    examples: dict[str, torch.Tensor] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    nodes: list[Node] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+    current: onnx.NodeProto | None = None
+    # The element type of the activations.
+    float_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+
+    # -- values
+    def name(self, value: str) -> str:
+        """Resolve aliases left by removed ops (Identity, Dropout)."""
+        while value in self.aliases:
+            value = self.aliases[value]
+        return value
+
+    def is_const(self, value: str) -> bool:
+        return value == "" or self.name(value) in self.consts
+
+    def const(self, value: str) -> np.ndarray:
+        return self.consts[self.name(value)]
+
+    def optional_const(self, node: onnx.NodeProto, index: int) -> np.ndarray | None:
+        """The index-th input as a constant, or None when it is absent; an activation there is unsupported."""
+        if len(node.input) <= index or node.input[index] == "":
+            return None
+        if not self.is_const(node.input[index]):
+            self.fail(f"input {index} must be constant (it depends on the model input)")
+        return self.const(node.input[index])
+
+    def shape(self, value: str) -> tuple[int, ...]:
+        return tuple(self.examples[self.name(value)].shape)
+
+    def attr(self, node: onnx.NodeProto, key: str, default: Any = None) -> Any:
+        for attribute in node.attribute:
+            if attribute.name == key:
+                value = helper.get_attribute_value(attribute)
+                if isinstance(value, bytes):
+                    return value.decode()
+                if isinstance(value, onnx.TensorProto):
+                    return numpy_helper.to_array(value)
+                if isinstance(value, list):
+                    return [v.decode() if isinstance(v, bytes) else v for v in value]
+                return value
+        return default
+
+    # -- building
+    def fail(self, message: str) -> None:
+        node = self.current
+        where = (
+            f"node {node.name or node.output[0]!r} ({node.op_type}, opset {self.opset})" if node else "graph"
+        )
+        raise UnsupportedOpError(f"{self.path}: {where}: {message}")
+
+    def alias(self, out: str, src: str) -> None:
+        self.aliases[out] = self.name(src)
+
+    def emit(
+        self,
+        op: str,
+        inputs: list[str],
+        output: str,
+        attrs: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> str:
+        """Append an IR node, run it on meta tensors for its shape, and return its output name."""
+        onnx_node = self.current
+        base = (onnx_node.name or onnx_node.output[0]) if onnx_node is not None else output
+        node_id, k = base, 1
+        while node_id in self.ids:
+            k += 1
+            node_id = f"{base}:{k}"
+        self.ids.add(node_id)
+        node = Node(
+            id=node_id,
+            op=op,
+            inputs=[self.name(v) for v in inputs],
+            outputs=[output],
+            attrs=attrs or {},
+            params={
+                k2: v if isinstance(v, torch.Tensor) else to_param(v) for k2, v in (params or {}).items()
+            },
+            origin={
+                "frontend": "onnx",
+                "ops": [onnx_node.op_type] if onnx_node is not None else [],
+                "names": [base],
+                "opset": self.opset,
+                "onnx_output": output,
+            },
+        )
+        meta_params = {
+            k2: torch.empty(t.shape, dtype=torch.float32 if t.is_floating_point() else t.dtype, device="meta")
+            for k2, t in node.params.items()
+        }
+        try:
+            self.examples[output] = run_node(node, self.examples, meta_params)
+        except ModelError as exc:
+            self.fail(str(exc).split(": ", 1)[-1])
+        except Exception as exc:
+            # The shape run refuses the node: its inputs, weights or attributes do not fit.
+            shapes = [list(self.examples[v].shape) for v in node.inputs if v in self.examples]
+            weights = {k2: list(t.shape) for k2, t in meta_params.items()}
+            self.fail(f"the node does not fit its inputs {shapes} and weights {weights} ({brief(exc)})")
+        problem = _channel_params(node, tuple(self.examples[output].shape))
+        if problem:
+            self.fail(problem)
+        self.nodes.append(node)
+        return output
+
+    def tmp(self, output: str, suffix: str) -> str:
+        """Name for an intermediate IR value inside a node that maps to several IR nodes."""
+        return f"{output}::{suffix}"
+
+
+def _channel_params(node: Node, out: tuple[int, ...]) -> str | None:
+    """Per-channel params of linear-type nodes must have one entry per output channel (shape-only runs on meta
+    tensors do not check a convolution's bias)."""
+    if node.op not in LINEAR_TYPE:
+        return None
+    channels = out[-1] if node.op == "linear" else (out[1] if len(out) > 1 else None)
+    for key in ("weight", "bias") if node.op == "affine" else ("bias",):
+        tensor = node.params.get(key)
+        if tensor is not None and tuple(tensor.shape) != (channels,):
+            return f"its {key} has shape {list(tensor.shape)}; expected [{channels}], one per output channel"
+    return None
+
+
+def brief(exc: BaseException) -> str:
+    """``Type: first line`` of an exception for a one-line error (only the type when it has no message)."""
+    name = type(exc).__name__
+    return f"{name}: {first_line(exc, 200)}" if str(exc).strip() else name

@@ -1,0 +1,133 @@
+"""IR building for the TorchScript interpreter. Converters call the builder ``ctx``: ``ctx.emit`` appends an IR
+node and checks it against the real aten result, ``ctx.alias`` maps a removed op onto its input's IR value.
+
+The builder raises ``Refuse`` for what it cannot build; the interpreter turns that into the error naming the op,
+its module and the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ...errors import FidelityError, ModelError
+from ...forward import run_node
+from ...ir import Node
+from .naming import Naming, module_path
+from .values import Act, Call, Refuse
+
+# Per-node build check: |IR op - aten op| relative to the aten output's scale.
+BUILD_RTOL = {torch.float32: 1e-4, torch.float64: 1e-9}
+
+
+@dataclass(eq=False)
+class Builder:
+    """The IR of one graph as it is built: its nodes, and the real value and shape of every IR value."""
+
+    dtype: torch.dtype
+    naming: Naming
+    nodes: list[Node] = field(default_factory=list)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # The real (aten) value of every named activation.
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    # The aten call being converted; the interpreter sets it before it calls the converter.
+    call: Call | None = None
+
+    def emit(
+        self,
+        op: str,
+        inputs: list[Act],
+        attrs: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        *,
+        value: torch.Tensor | None = None,
+        name: str | None = None,
+        tmp: bool = False,
+        weight: str | None = None,
+    ) -> Act:
+        """Append an IR node reading ``inputs`` and return its output activation.
+
+        The output's real value is the aten result (``value``, or the current call's single output) and the IR op is
+        checked against it; with ``tmp`` the node is an intermediate step of a multi-node mapping and its value is
+        the IR op's own result.
+        """
+        node = self.call.node if self.call is not None else None
+        if name is None:
+            base = node.outputsAt(0).debugName() if node is not None else op
+            name = f"{base}::{op}" if tmp else base
+        name = self.naming.value_name(name)
+        tensor_params = {k: to_param(v) for k, v in (params or {}).items()}
+        ir_node = Node(
+            id="",
+            op=op,
+            inputs=[a.name for a in inputs],
+            outputs=[name],
+            attrs=attrs or {},
+            params=tensor_params,
+            origin={
+                "frontend": "torchscript",
+                "ops": [node.kind()] if node is not None else [],
+                "names": [module_path(node)],
+                "source_output": None if tmp else name,
+            },
+        )
+        if weight:
+            ir_node.origin["weight"] = weight
+        cast = {k: t.to(self.dtype) if t.is_floating_point() else t for k, t in tensor_params.items()}
+        try:
+            ours = run_node(ir_node, {a.name: a.value for a in inputs}, cast)
+        except ModelError as exc:
+            raise Refuse(f"IR op {op!r} cannot run here ({str(exc).split(': ', 1)[-1]})") from exc
+        if tmp:
+            value = ours
+        else:
+            value = self.call.out if value is None else value
+            self._check(op, ours, value)
+        self.nodes.append(ir_node)
+        self.naming.record(ir_node, node, weight)
+        self.shapes[name] = tuple(value.shape)
+        self.values[name] = value
+        return Act(name, value)
+
+    def _check(self, op: str, ours: torch.Tensor, ref: torch.Tensor) -> None:
+        """The emitted IR op must reproduce the aten result: |IR - aten| <= BUILD_RTOL * max |aten|."""
+        if not isinstance(ref, torch.Tensor) or tuple(ours.shape) != tuple(ref.shape):
+            got = tuple(ours.shape)
+            raise Refuse(
+                f"internal: IR op {op!r} gives shape {list(got)}, torch gives {list(getattr(ref, 'shape', ()))}"
+            )
+        if ref.numel() == 0:
+            return
+        ours = ours.to(ref.dtype)
+        scale = float(torch.nan_to_num(ref, nan=0.0, posinf=0.0, neginf=0.0).abs().amax())
+        tolerance = BUILD_RTOL.get(ref.dtype, 1e-4) * scale
+        if not bool(torch.isclose(ours, ref, rtol=0.0, atol=tolerance, equal_nan=True).all()):
+            worst = float(torch.nan_to_num((ours.double() - ref.double()).abs(), nan=float("inf")).amax())
+            raise Refuse(
+                f"internal: IR op {op!r} does not reproduce torch here (max abs diff {worst:.3g}, scale {scale:.3g})",
+                FidelityError,
+            )
+
+    def alias(self, act: Act) -> Act:
+        """A removed op (dropout, contiguous, dtype casts): the output is the input's IR value."""
+        value = self.call.out if self.call is not None else act.value
+        return Act(act.name, value)
+
+    def new_input(self, name: str, tensor: torch.Tensor) -> Act:
+        """A model input: an activation named after its forward argument."""
+        self.naming.names.add(name)
+        self.shapes[name] = tuple(tensor.shape)
+        self.values[name] = tensor
+        return Act(name, tensor)
+
+
+def to_param(value: Any) -> torch.Tensor:
+    """A constant as an IR param: a float64 master copy for floating point, int64 for integers, on the CPU."""
+    tensor = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    if tensor.is_floating_point():
+        return tensor.to(device="cpu", dtype=torch.float64).clone()
+    if tensor.dtype == torch.bool:
+        return tensor.cpu().clone()
+    return tensor.to(device="cpu", dtype=torch.int64).clone()
