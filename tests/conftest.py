@@ -1,5 +1,56 @@
-"""Test-session settings: one torch thread per worker (pytest -n 2 runs two workers on two cores)."""
+"""Test-session settings and shared fixtures.
 
+* one torch thread per worker (``pytest -n 2`` runs two workers on two cores);
+* ``export_cache``: model files made once per test session and shared by every xdist worker (exports take
+  seconds each; made under a file lock, in the session's common temp folder);
+* ``reference_export``: the reference models of ``helpers/reference_models.py`` exported through that cache.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 import torch
+from filelock import FileLock
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def export_cache(tmp_path_factory) -> Callable[[str, Callable[[Path], object]], Path]:
+    """``export_cache(name, make)``: the path of file ``name``, written by ``make(path)`` the first time any
+    worker asks for it in this session."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of one session
+    folder = root / "export-cache"
+    folder.mkdir(exist_ok=True)
+
+    def get(name: str, make: Callable[[Path], object]) -> Path:
+        path = folder / name
+        done = folder / f"{name}.done"
+        with FileLock(str(folder / f"{name}.lock")):
+            if not done.exists():
+                make(path)
+                done.touch()
+        return path
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def reference_export(export_cache):
+    """``reference_export(model, exporter, opset, fold=True)`` -> the ONNX export of a reference model."""
+    from tests.helpers.reference_models import build, example_input, export_onnx
+
+    def get(name: str, exporter: str, opset: int, fold: bool = True) -> Path:
+        def make(path: Path) -> None:
+            dynamo = exporter == "dynamo"
+            export_onnx(build(name), example_input(name), path, dynamo=dynamo, opset=opset, fold=fold)
+
+        return export_cache(f"{name}-{exporter}-{opset}-{'fold' if fold else 'nofold'}.onnx", make)
+
+    return get
