@@ -11,12 +11,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from lrpaudit.cli import main
 from lrpaudit.config.manifest import load_manifest
 from lrpaudit.reports.schema_check import validate_report
 from lrpaudit.runner import execute, request_for
+from tests.helpers.cli import run_cli
 from tests.helpers.paths import REPO as REPO_ROOT
 
 REPO = REPO_ROOT
@@ -29,10 +28,7 @@ PAIRS = [(model, preset) for model in MODELS for preset in PRESETS]
 
 
 def invoke(args, cwd: Path = REPO):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(cwd)
-        runner = CliRunner(env={"NO_COLOR": "1", "FORCE_COLOR": None, "GITHUB_ACTIONS": None})
-        return runner.invoke(main, ["batch", *map(str, args)])
+    return run_cli("batch", *args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from torch import nn
 
-from lrpaudit.cli import main
 from lrpaudit.reports.schema_check import validate_report
+from tests.helpers.cli import assert_clean_error, assert_one_line_error, run_cli, words
 from tests.helpers.paths import REPO as REPO_ROOT
 from tests.helpers.reference_models import export_onnx
 
@@ -73,9 +72,7 @@ def avg_cnn(tmp_path_factory) -> Path:
 
 def invoke(*args, env: dict | None = None):
     """Run ``lrpaudit check ARGS``; never inherits a CI's GITHUB_ACTIONS / GITHUB_STEP_SUMMARY."""
-    base = {"NO_COLOR": "1", "GITHUB_ACTIONS": None, "GITHUB_STEP_SUMMARY": None, "GITHUB_WORKSPACE": None}
-    runner = CliRunner(env={**base, **(env or {})})
-    return runner.invoke(main, ["check", *map(str, args)])
+    return run_cli("check", *args, env=env)
 
 
 def report_of(result) -> dict:
@@ -83,30 +80,6 @@ def report_of(result) -> dict:
     report = json.loads(result.stdout)
     validate_report(report)
     return report
-
-
-def assert_clean_error(result, *needles: str) -> str:
-    """Exit 2, no traceback, nothing on stdout, one error line on stderr mentioning every needle."""
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert result.stdout == ""
-    text = result.stderr
-    for needle in needles:
-        assert needle in text, text
-    return text
-
-
-def assert_one_line_error(result, *needles: str) -> str:
-    text = assert_clean_error(result, *needles)
-    lines = [line for line in text.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("lrpaudit: error: "), text
-    return lines[0]
-
-
-def words(text: str) -> str:
-    """Whitespace-normalized text (the table title wraps when the model path is long)."""
-    return " ".join(text.split())
 
 
 def sample_figures(report: dict, run: int = 0) -> list[tuple]:

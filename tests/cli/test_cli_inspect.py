@@ -9,14 +9,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from click.testing import CliRunner
 from onnx import helper
 
-from lrpaudit.cli import main
 from lrpaudit.errors import FidelityError
 from lrpaudit.fidelity import check_fidelity
 from lrpaudit.frontends.onnx import load_onnx
 from lrpaudit.passes.cleanup import clone
+from tests.helpers.cli import run_cli
 from tests.helpers.onnx_builders import make_model, save
 from tests.helpers.reference_models import build, example_input, export_onnx
 
@@ -30,7 +29,7 @@ def resnet_file(tmp_path_factory):
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(main, ["inspect", *map(str, args)])
+    return run_cli("inspect", *args)
 
 
 def assert_clean_failure(result, *needles: str) -> str:

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from lrpaudit.cli import main
+from tests.helpers.cli import run_cli
 from tests.helpers.onnx_builders import make_model
 
 node = helper.make_node
@@ -17,8 +16,7 @@ node = helper.make_node
 
 def invoke(*args) -> object:
     """Run ``lrpaudit ARGS`` (stdout and stderr kept apart); never inherits a CI's GitHub variables."""
-    env = {"NO_COLOR": "1", "GITHUB_ACTIONS": None, "GITHUB_STEP_SUMMARY": None}
-    return CliRunner(env=env).invoke(main, [str(a) for a in args])
+    return run_cli(*args)
 
 
 def check(*args) -> object:
