@@ -41,7 +41,10 @@ ACTIVATION_OPS = frozenset(
     }
 )
 # Ops that only move values around: relevance is routed by position.
-ROUTING_OPS = frozenset({"reshape", "permute", "concat", "slice", "gather", "pad"})
+ROUTING_OPS = frozenset({"reshape", "permute", "concat", "slice", "gather", "pad", "expand", "roll"})
+# Transformer ops (DESIGN section 12): products of two activations, normalizations with a statistic of the input.
+PRODUCTS = ("matmul", "einsum", "mul")
+NORMS = ("layernorm", "groupnorm")
 
 
 @dataclass
