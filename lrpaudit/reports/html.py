@@ -1,0 +1,158 @@
+"""The HTML report (``--html PATH``): one self-contained page per command, openable offline from a CI artefact.
+
+Per run: the verdict, the fidelity line, the hints, the conservation plot, the layer table with every accounting
+column (failing rows first, the one ranking), the worst samples' heatmaps (image inputs) or per-token relevance
+(sequence inputs), and the notes. Pictures are PNGs inside the page as ``data:`` URIs; there is no script, no
+external URL, no font or style sheet from a CDN. The page is rendered with jinja2 with autoescaping on, so a name
+from a model file is always text, never markup.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from .._version import __version__
+from ..verdicts import ROW_FIELDS, category_share, ordered_rows, severity_then_figure
+from . import heatmaps
+from ._format import fmt, model_name, run_label
+from ._io import atomic_write_text
+from .conservation import conservation
+
+WORST_SAMPLES = 4
+HEADERS = ("layer", "op", "rule", "bias", *ROW_FIELDS, "tolerance", "largest", "verdict")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _cells(row) -> list[str]:
+    largest = row["largest_category"]
+    share = f"{largest} {fmt(category_share(row), 2)}%" if largest else "-"
+    values = [fmt(row[key]) for key in ROW_FIELDS]
+    return [
+        row["id"],
+        row["op"],
+        row["rule"],
+        row["bias_mode"],
+        *values,
+        fmt(row["tolerance"]),
+        share,
+        row["verdict"],
+    ]
+
+
+def _worst_positions(result) -> list[int]:
+    gate = result.tolerance.gate
+    order = sorted(range(len(result.samples)), key=lambda k: severity_then_figure(
+        result.samples[k].verdict, result.samples[k].end_to_end(gate)))  # fmt: skip
+    return order[:WORST_SAMPLES]
+
+
+def _fidelity(result) -> str:
+    fid = result.fidelity
+    if fid is None:
+        return "forward fidelity not checked"
+    state = "ok" if fid.passed else "FAILED"
+    return (
+        f"forward fidelity vs {fid.reference} ({fid.dtype}): max abs diff {fmt(fid.max_abs_diff)}, "
+        f"max rel diff {fmt(fid.max_rel_diff)} (tolerance {fmt(fid.tolerance)}): {state}"
+    )
+
+
+def _summary(result) -> str:
+    rows = result.layer_rows()
+    failing = sum(row["verdict"] != "pass" for row in rows)
+    failed_samples = sum(sample.verdict != "pass" for sample in result.samples)
+    tol = result.tolerance
+    return (
+        f"{failing} of {len(rows)} layers fail, {failed_samples} of {len(result.samples)} samples fail end to end; "
+        f"{result.dtype}, {tol.gate} gate (layer_rtol {fmt(tol.layer_rtol)}, end_to_end_rtol "
+        f"{fmt(tol.end_to_end_rtol)})"
+    )
+
+
+def _maps(result, inputs) -> list[dict]:
+    from .plots import heatmap_rgba, png_bytes, upscale_for
+
+    maps = []
+    for picture in heatmaps.pictures(result, inputs, _worst_positions(result)):
+        scale = upscale_for(picture.scaled.shape)
+        caption = f"sample {picture.sample}, {picture.input_name} (|R| scale {fmt(picture.limit)})"
+        maps.append({"png": _b64(png_bytes(heatmap_rgba(picture.scaled), scale)), "caption": caption})
+        if picture.background is not None:
+            overlay = png_bytes(heatmap_rgba(picture.scaled, picture.background), scale)
+            maps.append({"png": _b64(overlay), "caption": f"sample {picture.sample}, over the input"})
+    return maps
+
+
+def _tokens(result) -> list[dict]:
+    from .plots import heatmap_rgba
+
+    lines = []
+    for name, sample, values, limit in heatmaps.token_rows(result, _worst_positions(result)):
+        colours = heatmap_rgba(values[None, :])[0]
+        cells = [
+            {
+                "label": f"{k}",
+                "value": fmt(float(v) * limit),
+                "colour": "#" + "".join(f"{int(c):02x}" for c in colours[k][:3]),
+            }
+            for k, v in enumerate(values)
+        ]
+        lines.append({"caption": f"sample {sample}, {name} (|R| scale {fmt(limit)})", "cells": cells})
+    return lines
+
+
+def run_context(result, inputs=None) -> dict:
+    """What the template shows of one AuditResult."""
+    from .plots import conservation_png
+
+    gate = result.tolerance.gate
+    rows = ordered_rows(result.layer_rows(), gate)
+    title = f"{model_name(result)} [{run_label(result)}]"
+    return {
+        "model": str(result.model_path),
+        "label": run_label(result),
+        "verdict": result.verdict,
+        "summary": _summary(result),
+        "fidelity": _fidelity(result),
+        "hints": [row["hint"] for row in rows if row["verdict"] != "pass" and row["hint"]][:10],
+        "plot": _b64(conservation_png(conservation(result), title)) if result.layers else None,
+        "headers": HEADERS,
+        "rows": [{"cells": _cells(row), "failing": row["verdict"] != "pass"} for row in rows],
+        "maps": _maps(result, inputs),
+        "tokens": _tokens(result),
+        "notes": list(result.notes),
+    }
+
+
+def build_html(results, inputs: dict | None = None, source: str | None = None) -> str:
+    """The page for a list of AuditResults; ``inputs`` (by model path) are the input arrays for overlays."""
+    try:
+        import jinja2
+    except ImportError:  # pragma: no cover - jinja2 comes with torch
+        from ..errors import InputError
+
+        raise InputError("the HTML report needs jinja2: pip install 'lrpaudit[plots]'") from None
+    results = list(results)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("lrpaudit.reports", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    runs = [run_context(result, (inputs or {}).get(str(result.model_path))) for result in results]
+    failed = any(result.verdict != "pass" for result in results)
+    layers = sum(len(run["rows"]) for run in runs)
+    failing = sum(row["failing"] for run in runs for row in run["rows"])
+    headline = f"{len(results)} run(s), {failing} of {layers} layer checks fail"
+    page = env.get_template("report.html.j2").render(
+        verdict="fail" if failed else "pass", headline=headline, version=__version__, source=source, runs=runs
+    )
+    return page
+
+
+def write_html(results, path, inputs: dict | None = None, source: str | None = None) -> Path:
+    """Build the page, then write it all or nothing."""
+    return atomic_write_text(Path(path), build_html(results, inputs, source))
