@@ -62,6 +62,20 @@ def grey(image: np.ndarray) -> np.ndarray:
     return np.zeros_like(plane) if high <= low else (plane - low) / (high - low)
 
 
+def colours(scaled: np.ndarray, background: np.ndarray | None = None) -> np.ndarray:
+    """RGBA (uint8) of a map in [-1, 1]: blue (-1), white (exactly 0), red (+1), linear in between (the LRP
+    convention; matplotlib's ``bwr`` up to its 256-step quantization). Over a grey ``background`` in [0, 1] the
+    relevance is blended in by its magnitude, so where nothing is relevant the input shows through."""
+    s = np.clip(np.nan_to_num(scaled), -1.0, 1.0)[..., None]
+    red, blue = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0])
+    rgb = np.where(s >= 0, 1.0 - s * (1.0 - red), 1.0 + s * (1.0 - blue))
+    if background is not None:
+        alpha = np.abs(s)
+        rgb = alpha * rgb + (1.0 - alpha) * background[..., None]
+    rgba = np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=-1)
+    return (rgba * 255).round().astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class Picture:
     """One heatmap to draw: which input and sample, the signed map scaled to [-1, 1], the input for an overlay."""

@@ -74,25 +74,23 @@ def _summary(result) -> str:
 
 
 def _maps(result, inputs) -> list[dict]:
-    from .plots import heatmap_rgba, png_bytes, upscale_for
+    from .plots import png_bytes, upscale_for
 
     maps = []
     for picture in heatmaps.pictures(result, inputs, _worst_positions(result)):
         scale = upscale_for(picture.scaled.shape)
         caption = f"sample {picture.sample}, {picture.input_name} (|R| scale {fmt(picture.limit)})"
-        maps.append({"png": _b64(png_bytes(heatmap_rgba(picture.scaled), scale)), "caption": caption})
+        maps.append({"png": _b64(png_bytes(heatmaps.colours(picture.scaled), scale)), "caption": caption})
         if picture.background is not None:
-            overlay = png_bytes(heatmap_rgba(picture.scaled, picture.background), scale)
+            overlay = png_bytes(heatmaps.colours(picture.scaled, picture.background), scale)
             maps.append({"png": _b64(overlay), "caption": f"sample {picture.sample}, over the input"})
     return maps
 
 
 def _tokens(result) -> list[dict]:
-    from .plots import heatmap_rgba
-
     lines = []
     for name, sample, values, limit in heatmaps.token_rows(result, _worst_positions(result)):
-        colours = heatmap_rgba(values[None, :])[0]
+        colours = heatmaps.colours(values[None, :])[0]
         cells = [
             {
                 "label": f"{k}",

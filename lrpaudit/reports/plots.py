@@ -36,21 +36,10 @@ def _matplotlib():
     return matplotlib, Figure, FigureCanvasAgg
 
 
-def heatmap_rgba(scaled: np.ndarray, background: np.ndarray | None = None) -> np.ndarray:
-    """RGBA (uint8) of a map in [-1, 1] on the diverging blue-white-red colour map (0 is white); over a grey
-    ``background`` the relevance is blended in by its magnitude."""
-    matplotlib, _, _ = _matplotlib()
-    colours = matplotlib.colormaps["bwr"]((scaled + 1.0) / 2.0)
-    if background is not None:
-        alpha = np.abs(scaled)[..., None]
-        grey = np.repeat(background[..., None], 3, axis=-1)
-        colours[..., :3] = alpha * colours[..., :3] + (1 - alpha) * grey
-    return (colours * 255).round().astype(np.uint8)
-
-
 def png_bytes(rgba: np.ndarray, upscale: int = 1) -> bytes:
-    """PNG bytes of an RGBA image, each pixel repeated ``upscale`` times (small inputs stay visible)."""
-    matplotlib, _, _ = _matplotlib()
+    """PNG bytes of an RGBA image (see :func:`.heatmaps.colours`), each pixel repeated ``upscale`` times so that
+    small inputs stay visible."""
+    _matplotlib()
     from matplotlib import image as mpimage
 
     if upscale > 1:
