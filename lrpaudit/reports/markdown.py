@@ -196,8 +196,50 @@ def _samples_line(result) -> str:
     return text
 
 
-def build_markdown(results, worst: int = WORST_ROWS, max_rows: int = MAX_DETAIL_ROWS) -> str:
-    """The summary for a list of AuditResults."""
+def _conservation_section(results, plots) -> list[str]:
+    """Per run, the conservation plot: an image file next to the Markdown (``plots[k]``), or a Mermaid chart that
+    GitHub draws in a job summary (``plots`` is ``"mermaid"``)."""
+    from .conservation import conservation
+
+    lines = ["### Conservation (relevance in flight from output to input, leak per node)", ""]
+    for k, result in enumerate(results):
+        title = f"{model_name(result)} [{run_label(result)}]"
+        if plots == "mermaid":
+            lines += mermaid_chart(conservation(result), title)
+        elif plots[k]:
+            lines.append(f"![conservation plot of {_cell(title)}]({plots[k]})")
+        lines.append("")
+    return lines
+
+
+MAX_CHART_POINTS = 400
+
+
+def mermaid_chart(figures, title: str) -> list[str]:
+    """A Mermaid ``xychart-beta``: the mean relevance in flight (line) and each node's mean leak (bars)."""
+    remaining = figures.mean_remaining[1:]
+    leaks = -(figures.mean_remaining[1:] - figures.mean_remaining[:-1])
+    step = max(1, -(-len(remaining) // MAX_CHART_POINTS))
+    remaining, leaks = remaining[::step], leaks[::step]
+    safe = "".join(ch for ch in title if ch.isprintable() and ch not in '"`\\[]{}')[:80]
+    remaining, leaks = remaining + 0.0, leaks + 0.0  # no "-0"
+    numbers = [float(v) for v in (*remaining, *leaks, 0.0, 1.0) if v == v and abs(v) != float("inf")]
+    low, high = min(numbers), max(numbers)
+    pad = (high - low) * 0.05 or 0.05
+    return [
+        "```mermaid",
+        "xychart-beta",
+        f'    title "{safe}"',
+        f'    x-axis "node, output to input" 1 --> {max(len(remaining), 2)}',
+        f'    y-axis "fraction of the score" {low - pad:.3g} --> {high + pad:.3g}',
+        "    bar [" + ", ".join(f"{v:.4g}" for v in leaks) + "]",
+        "    line [" + ", ".join(f"{v:.4g}" for v in remaining) + "]",
+        "```",
+    ]
+
+
+def build_markdown(results, worst: int = WORST_ROWS, max_rows: int = MAX_DETAIL_ROWS, plots=None) -> str:
+    """The summary for a list of AuditResults; ``plots``: image paths per run, ``"mermaid"``, or None."""
     results = list(results)
     lines = [_header(results), ""]
     lines += [_run_line(result) for result in results]
@@ -209,6 +251,8 @@ def build_markdown(results, worst: int = WORST_ROWS, max_rows: int = MAX_DETAIL_
         lines.append("")
         lines += table
         lines.append("")
+    if plots is not None and any(result.layers for result in results):
+        lines += _conservation_section(results, plots)
     for result in results:
         lines += _details(result, max_rows)
         lines.append("")
