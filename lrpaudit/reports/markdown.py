@@ -216,14 +216,15 @@ MAX_CHART_POINTS = 400
 
 
 def mermaid_chart(figures, title: str) -> list[str]:
-    """A Mermaid ``xychart-beta``: the mean relevance in flight (line) and each node's mean leak (bars)."""
-    remaining = figures.mean_remaining[1:]
-    leaks = -(figures.mean_remaining[1:] - figures.mean_remaining[:-1])
-    step = max(1, -(-len(remaining) // MAX_CHART_POINTS))
-    remaining, leaks = remaining[::step], leaks[::step]
+    """A Mermaid ``xychart-beta`` of the mean relevance in flight after each node (each step is that node's leak).
+
+    Bars are left out on purpose: Mermaid draws them from the bottom of the axis, which misreads a negative
+    leak. The chart grammar has no exponents, so every number is a plain decimal.
+    """
+    step = max(1, -(-len(figures.labels) // MAX_CHART_POINTS))
+    remaining = figures.mean_remaining[1:][::step]
     safe = "".join(ch for ch in title if ch.isprintable() and ch not in '"`\\[]{}')[:80]
-    remaining, leaks = remaining + 0.0, leaks + 0.0  # no "-0"
-    numbers = [float(v) for v in (*remaining, *leaks, 0.0, 1.0) if v == v and abs(v) != float("inf")]
+    numbers = [float(v) for v in (*remaining, 0.0, 1.0) if v == v and abs(v) != float("inf")]
     low, high = min(numbers), max(numbers)
     pad = (high - low) * 0.05 or 0.05
     return [
@@ -231,11 +232,18 @@ def mermaid_chart(figures, title: str) -> list[str]:
         "xychart-beta",
         f'    title "{safe}"',
         f'    x-axis "node, output to input" 1 --> {max(len(remaining), 2)}',
-        f'    y-axis "fraction of the score" {low - pad:.3g} --> {high + pad:.3g}',
-        "    bar [" + ", ".join(f"{v:.4g}" for v in leaks) + "]",
-        "    line [" + ", ".join(f"{v:.4g}" for v in remaining) + "]",
+        f'    y-axis "fraction of the score" {_decimal(low - pad)} --> {_decimal(high + pad)}',
+        "    line [" + ", ".join(_decimal(v) for v in remaining) + "]",
         "```",
     ]
+
+
+def _decimal(value: float) -> str:
+    """A plain decimal (Mermaid's chart grammar has no exponents): ``0.000123``, ``-0.5``, ``1``; NaN as 0."""
+    if value != value or abs(value) == float("inf"):
+        return "0"
+    text = f"{value:.6f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def build_markdown(results, worst: int = WORST_ROWS, max_rows: int = MAX_DETAIL_ROWS, plots=None) -> str:
