@@ -31,7 +31,7 @@ from ..verdicts import CATEGORIES, ROW_FIELDS, rank_key
 from ._format import run_label
 from ._io import atomic_write_text
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 LAYER_KEYS = (
     "id",
     "op",

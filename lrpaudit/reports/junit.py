@@ -73,7 +73,8 @@ def layer_failure(row: dict, gate: str, samples: int) -> tuple[str, str]:
         f"tolerance {fmt(row['tolerance'])}  passing tolerance {fmt(row.get('passing_tolerance'))}",
         f"r_received {fmt(row['r_received'], 8)}  r_passed {fmt(row['r_passed'], 8)}  leak {fmt(row['leak'], 6)}",
         f"absorbed_bias {fmt(row['absorbed_bias'], 6)}  absorbed_stabilizer {fmt(row['absorbed_stabilizer'], 6)}  "
-        f"degenerate {fmt(row['degenerate'], 6)}  residual {fmt(row['residual'], 6)}  scale {fmt(row['scale'], 6)}",
+        f"absorbed_softmax {fmt(row['absorbed_softmax'], 6)}  degenerate {fmt(row['degenerate'], 6)}  "
+        f"residual {fmt(row['residual'], 6)}  scale {fmt(row['scale'], 6)}",
         f"largest category: {_share(row)}",
     ]
     if row.get("hint"):

@@ -134,6 +134,7 @@ def _details(result, max_rows: int) -> list[str]:
     head += [
         "bias share",
         "stabilizer",
+        "softmax",
         "degenerate",
         "residual",
         "tolerance",
@@ -167,6 +168,7 @@ def _details(result, max_rows: int) -> list[str]:
             fmt(row["rel_residual"]),
             share("absorbed_bias"),
             share("absorbed_stabilizer"),
+            share("absorbed_softmax"),
             share("degenerate"),
             fmt(row["residual"]),
             fmt(row["tolerance"]),

@@ -15,9 +15,16 @@ from ._format import fmt
 
 VERDICT_STYLE = {"pass": "green", "fail": "red", "unexplained": "bold magenta", "non_finite": "bold red"}
 COMPACT_RULE_WIDTH = 19
+SHARE_HEADERS = {
+    "absorbed_bias": "bias share",
+    "absorbed_stabilizer": "stab share",
+    "absorbed_softmax": "smax share",
+    "degenerate": "degenerate",
+}
 SHORT_WORDS = {
     "absorbed_bias": "bias",
     "absorbed_stabilizer": "stab",
+    "absorbed_softmax": "smax",
     "degenerate": "degen",
     "residual": "resid",
 }
@@ -49,9 +56,18 @@ def _exact_passthrough(row: dict) -> bool:
     )
 
 
+def has_softmax_share(rows) -> bool:
+    """Whether the softmax (Taylor) share needs a column: some row runs the taylor rule or has such a share."""
+    return any(row["rule"] == "taylor" or row["absorbed_softmax"] != 0 for row in rows)
+
+
 def render_layers(result, console: Console, verbose: bool = False) -> None:
-    """The per-layer conservation table of one audit."""
+    """The per-layer conservation table of one audit (``-v``: every accounting column; the softmax share only
+    for graphs that have one)."""
     rows = ordered_rows(result.layer_rows(), result.tolerance.gate)
+    shares = ["absorbed_bias", "absorbed_stabilizer", "absorbed_softmax", "degenerate"]
+    if not has_softmax_share(rows):
+        shares.remove("absorbed_softmax")
     title = escape(
         f"{result.model_path}  [{result.config.get('name', 'rules')}]  {result.dtype}, gate {result.tolerance.gate}"
     )
@@ -65,15 +81,7 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
     table.add_column("rule", overflow="fold", max_width=COMPACT_RULE_WIDTH if not verbose else 36)
     if verbose:
         table.add_column("bias")
-        for header in (
-            "r_received",
-            "r_passed",
-            "leak",
-            "bias share",
-            "stab share",
-            "degenerate",
-            "residual",
-        ):
+        for header in ("r_received", "r_passed", "leak", *(SHARE_HEADERS[key] for key in shares), "residual"):
             table.add_column(header, justify="right")
     table.add_column("rel_error", justify="right")
     if verbose:
@@ -89,18 +97,7 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
         cells = [escape(row["id"]), row["op"], escape(short_rule(row) if not verbose else row["rule"])]
         if verbose:
             cells.append(row["bias_mode"])
-            cells += [
-                fmt(row[k])
-                for k in (
-                    "r_received",
-                    "r_passed",
-                    "leak",
-                    "absorbed_bias",
-                    "absorbed_stabilizer",
-                    "degenerate",
-                    "residual",
-                )
-            ]
+            cells += [fmt(row[k]) for k in ("r_received", "r_passed", "leak", *shares, "residual")]
         cells.append(fmt(row["rel_error"]))
         if verbose:
             cells += [fmt(row["rel_residual"]), fmt(row["tolerance"])]
@@ -122,17 +119,11 @@ def render_samples(result, console: Console) -> None:
     gate = result.tolerance.gate
     samples = sorted(result.samples, key=lambda s: severity_then_figure(s.verdict, s.end_to_end(gate)))[:10]
     table = Table(title="end to end (worst samples)", title_justify="left", pad_edge=False, show_edge=False)
-    for header in (
-        "sample",
-        "target",
-        "r_output",
-        "r_input",
-        "rel_error",
-        "bias",
-        "stabilizer",
-        "degenerate",
-        "verdict",
-    ):
+    totals = {"absorbed_bias": "bias", "absorbed_stabilizer": "stabilizer", "absorbed_softmax": "softmax"}
+    totals["degenerate"] = "degenerate"
+    if not has_softmax_share(result.layer_rows()):
+        del totals["absorbed_softmax"]
+    for header in ("sample", "target", "r_output", "r_input", "rel_error", *totals.values(), "verdict"):
         table.add_column(header, justify="right" if header not in ("sample", "verdict") else "left")
     for s in samples:
         table.add_row(
@@ -141,9 +132,7 @@ def render_samples(result, console: Console) -> None:
             fmt(s.r_output),
             fmt(s.r_input),
             fmt(s.rel_error),
-            fmt(s.totals["absorbed_bias"]),
-            fmt(s.totals["absorbed_stabilizer"]),
-            fmt(s.totals["degenerate"]),
+            *(fmt(s.totals[key]) for key in totals),
             Text(s.verdict.upper(), style=VERDICT_STYLE[s.verdict]),
         )
     console.print(table)
