@@ -165,20 +165,32 @@ def _origin(name: str, producers: dict[str, Node]) -> Node | None:
 
 
 def constant_factor_index(graph: Graph, node: Node) -> int | None:
-    """Which input of a product CP-LRP holds constant: a recognized gate (``attrs["gate"]``), else the one
-    factor computed by a softmax (attention weights), else the one computed by an activation (the gate of a
-    gated MLP); None when no single factor qualifies (Q K^T: CP-LRP sends no relevance there)."""
+    """Which input of a product CP-LRP holds constant.
+
+    A recognized gate (``attrs["gate"]``); else the one factor computed by a softmax (attention weights); else
+    the one computed by an activation or a recognized gate product (the gate of a gated MLP, also when SiLU is
+    exported as ``x * sigmoid(x)``); None when no single factor qualifies (Q K^T: CP-LRP sends it nothing).
+    """
     if node.attrs.get("gate") is not None:
         return int(node.attrs["gate"])
     if len(node.inputs) != 2:
         return None
     producers = graph.producers()
     origins = [_origin(name, producers) for name in node.inputs]
-    for kinds in ({"softmax"}, ACTIVATION_OPS):
-        hits = [k for k, origin in enumerate(origins) if origin is not None and origin.op in kinds]
+    for kind in (_is_softmax, _is_activation):
+        hits = [k for k, origin in enumerate(origins) if origin is not None and kind(origin)]
         if len(hits) == 1:
             return hits[0]
     return None
+
+
+def _is_softmax(node: Node) -> bool:
+    return node.op == "softmax"
+
+
+def _is_activation(node: Node) -> bool:
+    """An activation's output, or a gated product such as SiLU written out as ``x * sigmoid(x)``."""
+    return node.op in ACTIVATION_OPS or (node.op == "mul" and node.attrs.get("gate") is not None)
 
 
 def resolve(graph: Graph, node: Node, rule: Rule) -> Rule:

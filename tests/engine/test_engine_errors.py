@@ -51,8 +51,10 @@ def _transformer_ops_graph() -> Graph:
         Node("probs", "softmax", ["n"], ["p"], {"axis": -1}),
         Node("sig", "sigmoid", ["n"], ["g"]),
         Node("gated", "mul", ["n", "g"], ["ng"]),
-        Node("product", "mul", ["ng", "n"], ["m"]),
-        Node("col", "reshape", ["m"], ["mc"], {"shape": (-1, 4, 1)}),
+        Node("lin", "linear", ["n"], ["l"], {}, {"weight": _w(4, 4, seed=5)}),
+        Node("product", "mul", ["l", "n"], ["m"]),
+        Node("both", "add", ["m", "ng"], ["s"]),
+        Node("col", "reshape", ["s"], ["mc"], {"shape": (-1, 4, 1)}),
         Node("row", "reshape", ["p"], ["pr"], {"shape": (-1, 1, 4)}),
         Node("outer", "matmul", ["mc", "pr"], ["o"]),
         Node("flat", "reshape", ["o"], ["of"], {"shape": (-1, 16)}),
@@ -61,7 +63,7 @@ def _transformer_ops_graph() -> Graph:
     return mark_gates(_mlp_with(middle, "q"))
 
 
-LINEAR_RULES = {"fc1": Rule("epsilon"), "fc_mid": Rule("epsilon"), "fc2": Rule("epsilon")}
+LINEAR_RULES = {name: Rule("epsilon") for name in ("fc1", "lin", "fc_mid", "fc2")}
 
 
 def test_transformer_ops_get_attnlrp_rules_by_default():
@@ -93,9 +95,11 @@ def test_constant_factor_finds_the_attention_weights_and_refuses_a_product_witho
 
     graph = _transformer_ops_graph()
     cp = dict(LINEAR_RULES, outer=Rule("constant_factor"), product=Rule("constant_factor"))
+    cp["gated"] = Rule("constant_factor")
     rules = assign(graph, cp).rules
     assert rules["outer"].get("factor") == 1  # the softmax output, seen through a reshape
     assert rules["product"].get("factor") == -1  # neither factor is a softmax or an activation output
+    assert rules["gated"].get("factor") == 1  # the recognized gate
     with pytest.raises(ConfigError, match="product.*factor: 0 or 1"):
         propagate(graph, {"x": _x()}, cp)
     propagate(graph, {"x": _x()}, dict(cp, product=Rule("constant_factor", factor=0)))

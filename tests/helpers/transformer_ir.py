@@ -113,9 +113,9 @@ def _masks(kind: str, batch: int, tokens: int):
     if kind == "gpt":
         cond = torch.tril(torch.ones(tokens, tokens, dtype=torch.bool))
         return cond, torch.tensor(torch.finfo(torch.float32).min, dtype=DT)
-    if kind == "bert":  # the last token of sample 1 is padding
+    if kind == "bert":  # the last token of the last sample is padding
         mask = torch.zeros(batch, 1, 1, tokens, dtype=DT)
-        mask[1, ..., -1] = float("-inf")
+        mask[-1, ..., -1] = float("-inf")
         return mask
     return None
 
