@@ -820,3 +820,66 @@ def test_command_line_overrides_are_checked(values, fragment):
 def test_long_strings_are_quoted_briefly(here):
     error = config_error("version: 1\nexplain: " + "x" * 500 + "\n", here)
     assert len(str(error)) < 250 and "..." in str(error)
+
+
+# ------------------------------------------------------------------------------------------------ transformer ops
+
+
+def test_transformer_rules_in_a_config(here):
+    """The new ops are matched by name like any op; their rules take their own parameters and bias modes."""
+    from tests.helpers.transformer_ir import transformer
+
+    write(
+        here,
+        """
+        version: 1
+        bias: ignore
+        rules:
+          - match: {op: linear}
+            rule: zero
+          - match: {op: layernorm}
+            rule: norm_identity
+            bias: distribute
+          - match: {name: "blocks.0.attn.context"}
+            rule: constant_factor
+            factor: 0
+          - match: {op: [matmul, einsum, mul]}
+            rule: uniform
+            epsilon: 1.0e-3
+        """,
+    )
+    model = transformer("vit", seed=1)
+    assignment = load_config("lrp.yaml").assign(model.graph)
+    rules, sources = assignment.rules, assignment.sources
+    assert (rules["blocks.0.ln1"].name, rules["blocks.0.ln1"].bias) == ("norm_identity", "distribute")
+    assert (
+        rules["blocks.0.attn.context"].get("factor") == 0 and rules["blocks.0.attn.scores"].name == "uniform"
+    )
+    assert rules["blocks.0.attn.softmax"].name == "taylor" and sources["blocks.0.attn.softmax"] == "default"
+    assert (
+        rules["embed.pos"].name == "bias_neuron" and rules["embed.pos"].bias == "ignore"
+    )  # the default mode
+    assert sources["blocks.0.attn.context"] == "lrp.yaml:9"
+    assert assignment.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "path", "fragment"),
+    [
+        (
+            "{op: softmax}\n    rule: uniform",
+            "rules[0].match.op[0]",
+            "rule 'uniform' does not apply to op 'softmax'",
+        ),
+        (
+            "{op: matmul}\n    rule: constant_factor\n    factor: 2",
+            "rules[0]",
+            "factor must be -1 (auto), 0 or 1",
+        ),
+        ("{op: layernorm}\n    rule: norm_identity\n    alpha: 1", "rules[0].alpha", "takes: epsilon"),
+        ("{op: layer_norm}\n    rule: norm_identity", "rules[0].match.op[0]", "did you mean 'layernorm'"),
+        ("{position: first}\n    rule: taylor", "rules[0].match.position", "rule 'taylor' does not apply"),
+    ],
+)
+def test_transformer_rule_errors_name_the_entry(here, entry, path, fragment):
+    assert_error(f"version: 1\nrules:\n  - match: {entry}\n", here, "lrp.yaml:", path, fragment)

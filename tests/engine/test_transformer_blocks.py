@@ -4,8 +4,7 @@
   network with LXT's efficient-mode gradient modifications, written independently in torch, with and without
   biases, as long as the rules put each bias and constant where the forward has it (``bias: absorb``); with
   ``bias: ignore`` they do not.
-- The accounting identity on every layer of ViT-, GPT-, BERT- and LLaMA-like blocks under the attnlrp, cp-lrp,
-  default, zero and conservative presets: the residual stays at rounding (1e-9 of the layer's relevance scale),
+- The accounting identity on every layer of ViT-, GPT-, BERT- and LLaMA-like blocks under every preset: the residual stays at rounding (1e-9 of the layer's relevance scale),
   so the bias, stabilizer, softmax (Taylor) and degenerate shares sum to each layer's leak.
 - CP-LRP on bias-free blocks conserves: exactly with zero stabilizers, up to the stabilizer share with the
   preset's; AttnLRP on the same blocks leaks through the softmax, and the audit names that share.
@@ -21,7 +20,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lrpaudit.config import load_config
+from lrpaudit.config import list_presets, load_config
 from lrpaudit.forward import run_forward
 from lrpaudit.ir import PRODUCTS
 from lrpaudit.propagate import propagate
@@ -31,6 +30,7 @@ from tests.helpers.transformer_ir import reference_forward, transformer
 
 DT = torch.float64
 KINDS = ("vit", "gpt", "bert", "llama")
+PRESETS = [name for name, _ in list_presets()]
 
 
 def lrp0_rules(cp: bool = False, linear_bias: str = "absorb"):
@@ -96,9 +96,10 @@ def _unexplained(prop) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("preset", ["attnlrp", "cp-lrp", "epsilon-plus-flat", "zero", "conservative"])
+@pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_layer_residual_is_rounding(kind, preset):
+    """Every preset has a rule for every transformer op, and every one of them explains each layer's leak."""
     model = transformer(kind, blocks=2, seed=5)
     x = model.example(2)
     prop = propagate(model.graph, {"tokens": x}, load_config(preset=preset))
