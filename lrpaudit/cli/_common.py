@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from ..display import one_line, safe
 from ..errors import LrpauditError, first_line
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -24,13 +25,9 @@ OUT_OF_MEMORY = "lrpaudit: error: out of memory: lower --batch-size, or audit sm
 
 
 def err(message: str) -> None:
-    """One line on stderr."""
-    click.echo(message, err=True)
-
-
-def one_line(text: str) -> str:
-    """``text`` with control characters escaped (a name read from a damaged file may hold a newline)."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    """One line on stderr (:func:`lrpaudit.display.one_line`): every stderr line of lrpaudit passes here, and a
+    name or path read from a file may hold ESC sequences, a newline plus ``::error``, bidi controls."""
+    click.echo(one_line(message), err=True)
 
 
 def guarded(fn):
@@ -43,7 +40,7 @@ def guarded(fn):
         try:
             return fn(*args, **kwargs)
         except LrpauditError as exc:
-            err(f"lrpaudit: error: {one_line(str(exc))}")
+            err(f"lrpaudit: error: {exc}")
             sys.exit(exc.exit_code)
         except BrokenPipeError:
             # The reader went away (`lrpaudit rules | head`): stop quietly, like other Unix tools.
@@ -62,7 +59,7 @@ def guarded(fn):
             if _out_of_memory(exc):
                 err(OUT_OF_MEMORY)
                 sys.exit(EXIT_USAGE)
-            first = one_line(first_line(exc)) if str(exc).strip() else ""
+            first = first_line(exc) if str(exc).strip() else ""
             err(
                 f"lrpaudit: internal error: {type(exc).__name__}: {first} ({_save_traceback()}; please report it)"
             )
@@ -151,9 +148,12 @@ class Progress:
         if sys.stderr.isatty() and not quiet:
             from rich.console import Console
             from rich.progress import Progress as Bar
+            from rich.progress import TextColumn
 
-            self.bar = Bar(console=Console(stderr=True), transient=True)
-            self.task = self.bar.add_task(label, total=total)
+            # the label is a path: shown as written (never as markup), like every other line
+            columns = (TextColumn("{task.description}", markup=False), *Bar.get_default_columns()[1:])
+            self.bar = Bar(*columns, console=Console(stderr=True), transient=True)
+            self.task = self.bar.add_task(safe(label), total=total)
             self.bar.start()
 
     def __call__(self, done: int, size: int) -> None:

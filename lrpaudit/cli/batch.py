@@ -86,7 +86,7 @@ def batch(manifest_path, jobs, json_report, junit_xml, markdown, fmt, exit_zero,
         "runs": [{"run": run.index, "model": run.model.id, "config": run.config.id} for run in manifest.runs],
     }
     for line in write_reports(results, report_data, targets):
-        click.echo(line, err=True)
+        err(line)
     if fmt == "json":
         click.echo(to_json_text(report_data))
     elif not quiet:

@@ -72,7 +72,7 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
     from ..api import AuditRequest
     from ..reports.emit import ReportTargets, write_reports
     from ..reports.json_report import build_report, to_json_text
-    from ..reports.table import render_checks, render_layers, render_samples, summary_line
+    from ..reports.table import render_checks, render_layers, render_notes, render_samples, summary_line
 
     one_config(config_path, preset)
     if inputs is not None and random_n:
@@ -110,7 +110,7 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
         regressions.source = str(baseline)
         report["baseline"] = regressions.as_dict()
     for line in write_reports(results, report, targets):
-        click.echo(line, err=True)
+        err(line)
     if fmt == "json":
         click.echo(to_json_text(report))
     elif not quiet:
@@ -120,8 +120,7 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
             if verbose:
                 render_samples(result, console)
             render_checks(result, console)
-            for note in result.notes:
-                console.print(f"note: {note}", highlight=False)
+            render_notes(result, console)
     for result in results:
         err(summary_line(result))
     failed = any(r.verdict != "pass" for r in results)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..display import safe
 from ..ir import LINEAR_TYPE, WEIGHTED
 from .matching import GraphContext
 
@@ -101,4 +102,6 @@ def _glob_for(node_id: str) -> str:
 
 
 def _comment_safe(text: str) -> str:
-    return text.replace("\r", " ").replace("\n", " ")
+    """A name or path inside a YAML comment: one safe line (YAML also breaks lines at NEL, U+2028 and U+2029,
+    which would let a node id write config keys)."""
+    return safe(text)
