@@ -158,10 +158,7 @@ def test_the_counter_sees_quadratic_work(repeated):
         def work():
             items = list(range(n))
             for item in items:
-                if repeated:
-                    _ = [other for other in items if other == item]
-                else:
-                    _ = [item]
+                _ = [other for other in items if other == item] if repeated else [item]
 
         return work
 
