@@ -59,11 +59,15 @@ def _escape(ch: str) -> str:
     return f"\\U{code:08x}"
 
 
-def rich_text(text: object, style: str | None = None):
-    """A rich ``Text`` of ``safe(text)``: shown as written, never as markup or emoji."""
+def rich_text(text: object, style: str | None = None, framed: bool = False):
+    """A rich ``Text`` of ``safe(text)``: shown as written, never as markup or emoji.
+
+    ``framed``: a cell of a table whose every line starts with a border character, where no part of the text
+    can begin a line; there ``::`` stays as written (``aten::linear``) and only :func:`one_line` applies.
+    """
     from rich.text import Text
 
-    return Text(safe(text), style=style or "")
+    return Text(one_line(text) if framed else safe(text), style=style or "")
 
 
 def markdown(text: object) -> str:

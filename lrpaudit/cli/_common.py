@@ -126,6 +126,16 @@ def input_shape_option(fn):
     )(fn)
 
 
+def trust_code_option(fn):
+    """``--trust-code``: load a TorchScript archive whose code fails the pre-load check (README: Security)."""
+    return click.option(
+        "--trust-code",
+        is_flag=True,
+        help="Load TorchScript archives even if their code defines __setstate__ or calls file, process or "
+        "network ops (it runs that code).",
+    )(fn)
+
+
 def config_options(fn):
     """``-c/--config`` and ``--preset``, which exclude each other (see :func:`one_config`)."""
     fn = click.option("--preset", help="Preset name instead of a config file (see `lrpaudit presets`).")(fn)

@@ -17,6 +17,7 @@ from ._common import (
     input_shape_option,
     one_config,
     stdout_console,
+    trust_code_option,
 )
 
 
@@ -34,7 +35,7 @@ def _target(value: str | None):
 @config_options
 @click.option("--inputs", type=click.Path(path_type=Path), help=".npy, .npz or a folder of them.")
 @click.option("--random", "random_n", type=click.IntRange(min=1), help="Audit N seeded random samples.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @input_shape_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option(
@@ -62,12 +63,13 @@ def _target(value: str | None):
     is_flag=True,
     help="Accept an audit that checks nothing (no samples, no layers, nothing to explain) instead of exit 2.",
 )
+@trust_code_option
 @click.option("-v", "--verbose", is_flag=True, help="Wide table with every accounting column.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the one-line verdict on stderr.")
 @guarded
 def check(models, config_path, preset, inputs, random_n, seed, input_shapes, batch_size, dtype, device, target,
           gate, json_report, junit_xml, markdown, fmt, save_relevance, baseline, verify_rules, exit_zero,
-          allow_empty, verbose, quiet):  # fmt: skip
+          allow_empty, trust_code, verbose, quiet):  # fmt: skip
     """Audit LRP conservation of each MODEL; exit 0 pass, 1 fail, 2 bad input, 3 internal error."""
     from ..api import AuditRequest
     from ..reports.emit import ReportTargets, write_reports
@@ -93,6 +95,7 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
         verify=verify_rules,
         keep_relevance=save_relevance is not None,
         allow_empty=allow_empty,
+        trust_code=trust_code,
         on_warning=lambda warning: err(f"lrpaudit: warning: {warning}"),
     )
     old_report = None
