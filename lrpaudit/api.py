@@ -171,6 +171,8 @@ def run_audit(request: AuditRequest) -> AuditResult:
     check_device(request.device)
     config = resolve_config(request)
     model, input_shapes = open_model(request)
+    if request.keep_relevance:
+        check_relevance_names(model)
     if request.inputs is None and not request.random:
         raise InputError("no inputs: give --inputs PATH or --random N")
     started = time.perf_counter()
@@ -240,6 +242,21 @@ def run_audit(request: AuditRequest) -> AuditResult:
         elapsed_s=time.perf_counter() - started,
         warnings=tuple(warnings),
     )
+
+
+RELEVANCE_KEYS = ("targets", "output_relevance")
+
+
+def check_relevance_names(model) -> None:
+    """The kept relevance holds one map per graph input plus ``RELEVANCE_KEYS``: an input with one of those names
+    would be overwritten, so it is refused before the audit (InputError)."""
+    clash = [name for name in model.input_names if name in RELEVANCE_KEYS]
+    if clash:
+        raise InputError(
+            f"{model.path}: graph input {clash[0]!r} has the name of a key the relevance maps reserve "
+            f"({', '.join(RELEVANCE_KEYS)}), so --save-relevance cannot store it; rename the input or audit "
+            "without --save-relevance"
+        )
 
 
 def _config_record(config: Config, request: AuditRequest) -> dict:

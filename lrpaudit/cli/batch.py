@@ -58,7 +58,8 @@ def batch(manifest_path, jobs, json_report, junit_xml, markdown, fmt, exit_zero,
     started = time.perf_counter()
     manifest = load_manifest(manifest_path)
     targets = ReportTargets(json_report, junit_xml, markdown)
-    targets.check()
+    reads = [manifest_path, *(m.path for m in manifest.models), *(m.inputs for m in manifest.models)]
+    targets.check(reads=[*reads, *(c.path for c in manifest.configs)])
     total = len(manifest.runs)
     if not quiet:
         err(

@@ -104,7 +104,7 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
 
         old_report = load_baseline(baseline)
     targets = ReportTargets(json_report, junit_xml, markdown, save_relevance)
-    targets.check()
+    targets.check(models=models, reads=[*models, config_path, inputs])
     results = [_audit_one(request, path, quiet) for path in models]
     report = build_report(results)
     regressions = None
