@@ -35,7 +35,7 @@ def _target(value: str | None):
 @config_options
 @click.option("--inputs", type=click.Path(path_type=Path), help=".npy, .npz or a folder of them.")
 @click.option("--random", "random_n", type=click.IntRange(min=1), help="Audit N seeded random samples.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
 @input_shape_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option(

@@ -19,7 +19,7 @@ from ._common import config_options, err, guarded, input_shape_option, one_confi
     show_default=True,
     help="Random samples for the fidelity check.",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for --random.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random.")
 @input_shape_option
 @click.option(
     "--final-only", is_flag=True, help="Compare only final outputs with the runtime (default: every tensor)."

@@ -171,9 +171,8 @@ def _not_a_config(shape: str) -> str:
 
 
 def _is_path(target: str) -> bool:
-    return (
-        "/" in target or "\\" in target or target.startswith((".", "~")) or target.endswith(EXTENDS_SUFFIXES)
-    )
+    """A preset name is a bare kebab-case word: anything with a separator, a dot or a ``~`` is a path."""
+    return any(ch in target for ch in "/\\.~")
 
 
 def resolve_extends(config_file: ConfigFile) -> tuple[Path, str, str | None]:

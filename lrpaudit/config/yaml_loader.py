@@ -12,7 +12,7 @@ keeps the last value. This module fixes all of them:
   :class:`Positions` table mapping each path (a tuple of keys and list indices) to its 1-based line and column.
 
 Bounded work and no echo of foreign files: callers read at most ``MAX_YAML_BYTES`` (see :mod:`lrpaudit.files`);
-composing stops after ``MAX_NODES`` nodes, converting after ``MAX_NODES`` nodes with aliases expanded (a
+composing stops after ``MAX_COMPOSED`` nodes, converting after ``MAX_NODES`` nodes with aliases expanded (a
 "billion laughs" file is refused, not expanded); a syntax error quotes at most one character of the text. With
 ``require="version"`` a document is accepted as one of ours only if its top level is a mapping with that key,
 checked before any value is converted: until then no error quotes a key or a value, so naming some other file
@@ -49,19 +49,20 @@ MAX_YAML_BYTES = (
     2 * 2**20
 )  # configs and manifests are a few kB; `lrpaudit init` lists at most a few thousand nodes
 MAX_NODES = 100_000  # aliases can make a small file expand exponentially ("billion laughs")
+MAX_COMPOSED = 20_000  # nodes written out in the text: PyYAML composes ~15,000 a second; a config has hundreds
 _QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"")
 
 
 class StrictLoader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 core-schema scalars (resolution only; construction is done by :func:`load_yaml`),
-    which stops composing after ``MAX_NODES`` nodes."""
+    which stops composing after ``MAX_COMPOSED`` nodes."""
 
     def compose_node(self, parent, index):
         self.composed = getattr(self, "composed", 0) + 1
-        if self.composed > MAX_NODES:
+        if self.composed > MAX_COMPOSED:
             mark = self.peek_event().start_mark
             raise yaml.composer.ComposerError(
-                None, None, f"document too large (over {MAX_NODES} nodes)", mark
+                None, None, f"document too large (over {MAX_COMPOSED} nodes)", mark
             )
         return super().compose_node(parent, index)
 

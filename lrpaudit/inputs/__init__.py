@@ -65,7 +65,7 @@ def random_batches(
 ) -> Iterator[Batch]:
     """``count`` standard-normal samples per input, drawn deterministically from ``seed``, in batches."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be an integer >= 0, got {seed!r}")
+        raise InputError(f"seed {seed!r}: must be an integer >= 0 (--seed, or seed: in a manifest)")
     rng = np.random.default_rng(seed)
     first = min(batch_size, count)
     shapes = {

@@ -94,8 +94,10 @@ def _refusal(parts: list[str]) -> str | None:
 
 def check_source(entry: str, text: str) -> list[Finding]:
     """Every reason to refuse one code entry (empty: nothing found)."""
+    # torch's printer writes a name's NUL into a string literal raw; Python's parser refuses NUL anywhere, so it is
+    # read as another character (one that changes no name or call in the code)
     try:
-        tree = ast.parse(text, filename=entry)
+        tree = ast.parse(text.replace("\x00", "\ufffd"), filename=entry)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         line = getattr(exc, "lineno", None) or 1
         return [Finding(entry, line, "cannot be parsed, so it cannot be checked")]
