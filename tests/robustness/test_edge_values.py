@@ -51,7 +51,9 @@ def test_huge_numbers(model, tmp_path):
         assert result.exit_code == 2, result.output
     config = tmp_path / "lrp.yaml"
     config.write_text(f"version: 1\nextends: epsilon\ntarget: {digits}\n")
-    assert_one_line_error(check(model, "--random", "2", "-c", config), f"{config}:3:9", "integer too large")
+    assert_one_line_error(
+        check(model, "--random", "2", "-c", config), f"{config}:3:9", "integer out of range"
+    )
     baseline = tmp_path / "old.json"
     baseline.write_text('{"schema_version": ' + digits + "}")
     assert_one_line_error(check(model, "--random", "2", "--baseline", baseline), f"baseline {baseline}")
