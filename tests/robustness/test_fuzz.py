@@ -309,7 +309,7 @@ def test_the_unmutated_inputs_run(cnn_bytes, folder):
 
 # ---------------------------------------------------------------- YAML aliases and huge scalars
 
-SMALL = settings(FUZZ, max_examples=EXAMPLES or 20)
+SMALL = settings(FUZZ, max_examples=EXAMPLES or 12)
 
 
 @SMALL
@@ -364,7 +364,7 @@ def test_configs_with_huge_scalars(cnn_bytes, folder, value, key):
 # ---------------------------------------------------------------- TorchScript archives with inflated entries
 
 
-@settings(FUZZ, max_examples=EXAMPLES or 12)
+@settings(FUZZ, max_examples=EXAMPLES or 8)
 @given(
     size=st.integers(0, 3 * 2**19),  # up to 1.5 MiB: both sides of the 1 MiB line past which ratios count
     pattern=st.sampled_from([b"\0", b"ab", b"code = torch.relu(x)\n", None]),
