@@ -49,7 +49,9 @@ MAX_YAML_BYTES = (
     2 * 2**20
 )  # configs and manifests are a few kB; `lrpaudit init` lists at most a few thousand nodes
 MAX_NODES = 100_000  # aliases can make a small file expand exponentially ("billion laughs")
-MAX_COMPOSED = 20_000  # nodes written out in the text: PyYAML composes ~15,000 a second; a config has hundreds
+MAX_COMPOSED = (
+    20_000  # nodes written out in the text: PyYAML composes ~15,000 a second; a config has hundreds
+)
 _QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"")
 
 
