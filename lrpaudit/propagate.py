@@ -171,6 +171,7 @@ def propagate(
     targets, r_init = output_relevance(output, target, init)
     relevance: dict[str, Tensor] = {graph.outputs[0]: r_init}
     records: list[NodeRecord] = []
+    graph_outputs = set(graph.outputs)
     with torch.no_grad():
         for node in reversed(graph.nodes):
             if keep_relevance is not None:
@@ -179,7 +180,7 @@ def propagate(
                 records.append(_backward_node(node, chosen[node.id], values, relevance, params[node.id]))
             except ConfigError as exc:  # e.g. zbox bounds that do not fit: name the node
                 raise ConfigError(f"node {node.id!r} ({chosen[node.id].describe()}): {exc}") from exc
-            if keep_relevance is None and node.output not in graph.outputs:
+            if keep_relevance is None and node.output not in graph_outputs:
                 del values[node.output]  # its consumers are done: free the activation now
     records.reverse()
     inputs = {name: relevance.get(name, torch.zeros_like(values[name])) for name in graph.inputs}

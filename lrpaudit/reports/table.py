@@ -6,10 +6,10 @@ import re
 
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ..display import rich_text, safe
 from ..verdicts import CATEGORY_WORDS, category_share, ordered_rows, severity_then_figure, worst_row
 from ._format import fmt
 
@@ -68,7 +68,7 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
     shares = ["absorbed_bias", "absorbed_stabilizer", "absorbed_softmax", "degenerate"]
     if not has_softmax_share(rows):
         shares.remove("absorbed_softmax")
-    title = escape(
+    title = rich_text(
         f"{result.model_path}  [{result.config.get('name', 'rules')}]  {result.dtype}, gate {result.tolerance.gate}"
     )
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
@@ -94,9 +94,10 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
         if not verbose and _exact_passthrough(row):
             hidden += 1
             continue
-        cells = [escape(row["id"]), row["op"], escape(short_rule(row) if not verbose else row["rule"])]
+        cells = [rich_text(row["id"]), rich_text(row["op"])]
+        cells.append(rich_text(short_rule(row) if not verbose else row["rule"]))
         if verbose:
-            cells.append(row["bias_mode"])
+            cells.append(rich_text(row["bias_mode"]))
             cells += [fmt(row[k]) for k in ("r_received", "r_passed", "leak", *shares, "residual")]
         cells.append(fmt(row["rel_error"]))
         if verbose:
@@ -109,7 +110,7 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
         console.print(f"  ({hidden} pass/route layers conserve exactly; -v shows them)", highlight=False)
     hints = [r for r in rows if r["verdict"] != "pass" and r.get("hint")]
     for row in hints[:10]:
-        console.print(f"  hint: {escape(row['hint'])}", highlight=False)
+        console.print(rich_text(f"  hint: {row['hint']}"))
     if len(hints) > 10:
         console.print(f"  ... and {len(hints) - 10} more failing layers (see -v or the JSON report)")
 
@@ -127,7 +128,7 @@ def render_samples(result, console: Console) -> None:
         table.add_column(header, justify="right" if header not in ("sample", "verdict") else "left")
     for s in samples:
         table.add_row(
-            s.source,
+            rich_text(s.source),
             str(s.target),
             fmt(s.r_output),
             fmt(s.r_input),
@@ -149,8 +150,8 @@ def render_checks(result, console: Console) -> None:
         table.add_column(header)
     for check in result.rule_checks:
         table.add_row(
-            check.node_id,
-            check.rule,
+            rich_text(check.node_id),
+            rich_text(check.rule),
             f"{check.units_checked}/{check.units_total}",
             fmt(check.max_abs_dev),
             fmt(check.rel_dev),
@@ -170,4 +171,10 @@ def summary_line(result) -> str:
         worst = worst_row(failed, result.tolerance.gate)
         category = CATEGORY_WORDS.get(worst.get("largest_category") or "", "-")
         body += f"; worst {worst['id']} rel_error {fmt(worst['rel_error'])} ({category})"
-    return f"{head}: {body}"
+    return safe(f"{head}: {body}")
+
+
+def render_notes(result, console: Console) -> None:
+    """The audit's notes (they quote node ids and file paths: shown as written)."""
+    for note in result.notes:
+        console.print(rich_text(f"note: {note}"))

@@ -460,19 +460,31 @@ def test_extends_preset(here, graph):
 
 
 def test_extends_relative_path_chain(here, graph):
-    write(here, "version: 1\nextends: epsilon\ndtype: float32\nbias: ignore\n", "shared/base.yaml")
-    write(here, "version: 1\nextends: ../shared/base.yaml\ntolerance:\n  layer_rtol: 0.01\n", "cfg/mid.yaml")
+    """Each path is relative to the file that names it (mid.yaml's shared/ is cfg/shared/); extends stays inside
+    the extending file's folder, so a sibling folder (../shared) is refused (README: Security)."""
+    write(here, "version: 1\nextends: epsilon\ndtype: float32\nbias: ignore\n", "cfg/shared/base.yaml")
+    write(here, "version: 1\nextends: shared/base.yaml\ntolerance:\n  layer_rtol: 0.01\n", "cfg/mid.yaml")
     write(here, "version: 1\nextends: mid.yaml\nbias: distribute\n", "cfg/lrp.yaml")
     config = load_config("cfg/lrp.yaml")
     assert (config.dtype, config.bias, config.layer_rtol) == ("float32", "distribute", 0.01)
-    assert config.sources["dtype"] == "shared/base.yaml:3"
+    assert config.sources["dtype"] == "cfg/shared/base.yaml:3"
     assert config.sources["bias"] == "cfg/lrp.yaml:3"
     assert config.sources["layer_rtol"] == "cfg/mid.yaml:4"
     assert config.sources["init"] == "default"
     assignment = config.assign(graph)
     assert assignment.rules["/conv1/Conv"].name == "epsilon"
     assert assignment.rules["/conv1/Conv"].bias == "distribute"  # the child's global bias beats the parent's
-    assert [item["file"] for item in config.chain][:3] == ["cfg/lrp.yaml", "cfg/mid.yaml", "shared/base.yaml"]
+    assert [item["file"] for item in config.chain][:3] == [
+        "cfg/lrp.yaml",
+        "cfg/mid.yaml",
+        "cfg/shared/base.yaml",
+    ]
+    write(here, "version: 1\nextends: epsilon\n", "shared/base.yaml")
+    write(here, "version: 1\nextends: ../shared/base.yaml\n", "cfg/sibling.yaml")
+    with pytest.raises(
+        ConfigError, match=r"^cfg/sibling\.yaml:2:10: extends: \.\./shared/base\.yaml: leaves"
+    ):
+        load_config("cfg/sibling.yaml")
 
 
 def test_extends_cycle(here):
@@ -763,10 +775,10 @@ def test_packaging_ships_every_package_and_the_presets():
 def test_unreadable_file(here, monkeypatch):
     write(here, RULES_OK)
 
-    def denied(self):
+    def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    monkeypatch.setattr("lrpaudit.files.os.open", denied)
     with pytest.raises(ConfigError, match=r"^lrp\.yaml: cannot read: Permission denied$"):
         load_config("lrp.yaml")
 

@@ -464,7 +464,7 @@ def test_junit_end_to_end_only_failure_and_hostile_ids(end_to_end_only, tmp_path
     check_counts(root)
     suite = root.findall("testsuite")[0]
     names = [c.get("name") for c in suite.findall("testcase")]
-    assert names[0].startswith('a<b>&"c? ]]>')
+    assert names[0].startswith('a<b>&"c\\x01 ]]>')  # the control character shown as its escape
     sample_failures = [c.find("failure") for c in suite.findall("testcase") if c.find("failure") is not None]
     assert sample_failures and all(f.get("type") == "EndToEndConservation" for f in sample_failures)
     # the same model in two runs: classnames carry the run label so (classname, name) stays unique
@@ -514,7 +514,7 @@ def test_markdown_caps_the_worst_table_and_escapes_cells(deep):
         len([line for line in section.splitlines() if line.startswith("| ") and "verdict" not in line]) == 5
     )
     assert "more failing rows" in section
-    assert "`fc\\|1 x`" in text
+    assert "`fc\\|1\\nx`" in text  # the newline shown as its escape: the row stays one line
 
 
 # ---------------------------------------------------------------- GitHub
