@@ -54,6 +54,8 @@ class AuditRequest:
     config's settings when given (command-line flags); ``tolerance`` replaces its tolerance entirely.
     Inputs: ``inputs`` (a .npy/.npz file or folder, an array, arrays by input name, or batches) or ``random``
     seeded samples. ``input_shapes`` fixes dynamic dimensions (``{"*": shape}`` means the first input).
+    ``trust_code`` loads a TorchScript archive even when its code defines ``__setstate__`` or calls ops with
+    side effects (``--trust-code``).
     """
 
     model: str | Path | object
@@ -76,6 +78,7 @@ class AuditRequest:
     verify: bool = False
     keep_relevance: bool = False
     allow_empty: bool = False
+    trust_code: bool = False  # load a TorchScript archive whose code fails the check (README: Security)
     on_batch: Callable[[int, int], None] | None = field(default=None, compare=False)
     on_warning: Callable[[str], None] | None = field(default=None, compare=False)
 
@@ -127,7 +130,8 @@ def open_model(request: AuditRequest):
     """The loaded model and the request's input shapes keyed by input name."""
     model = request.model
     if isinstance(model, (str, Path)):
-        model = load_model(model, dict(request.input_shapes) if request.input_shapes else None)
+        shapes = dict(request.input_shapes) if request.input_shapes else None
+        model = load_model(model, shapes, trust_code=request.trust_code)
     if (
         request.input_shapes is None
         and isinstance(request.inputs, (str, Path))
@@ -167,6 +171,8 @@ def run_audit(request: AuditRequest) -> AuditResult:
     check_device(request.device)
     config = resolve_config(request)
     model, input_shapes = open_model(request)
+    if request.keep_relevance:
+        check_relevance_names(model)
     if request.inputs is None and not request.random:
         raise InputError("no inputs: give --inputs PATH or --random N")
     started = time.perf_counter()
@@ -236,6 +242,21 @@ def run_audit(request: AuditRequest) -> AuditResult:
         elapsed_s=time.perf_counter() - started,
         warnings=tuple(warnings),
     )
+
+
+RELEVANCE_KEYS = ("targets", "output_relevance")
+
+
+def check_relevance_names(model) -> None:
+    """The kept relevance holds one map per graph input plus ``RELEVANCE_KEYS``: an input with one of those names
+    would be overwritten, so it is refused before the audit (InputError)."""
+    clash = [name for name in model.input_names if name in RELEVANCE_KEYS]
+    if clash:
+        raise InputError(
+            f"{model.path}: graph input {clash[0]!r} has the name of a key the relevance maps reserve "
+            f"({', '.join(RELEVANCE_KEYS)}), so --save-relevance cannot store it; rename the input or audit "
+            "without --save-relevance"
+        )
 
 
 def _config_record(config: Config, request: AuditRequest) -> dict:

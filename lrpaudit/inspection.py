@@ -40,13 +40,14 @@ def inspect_model(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     config: str | Path | None = None,
     preset: str | None = None,
+    trust_code: bool = False,
 ) -> Inspection:
     """Load a model, build the canonical IR for ``random`` seeded samples and check it against the runtime.
 
     With a config or preset, also which rule each node gets (after stripping a trailing softmax if the config
     explains logits); nodes whose op has no rule are shown without one rather than refused.
     """
-    model = load_model(path, input_shapes)
+    model = load_model(path, input_shapes, trust_code=trust_code)
     input_shapes = name_unnamed(input_shapes, model.input_names)
     declared = model.declared_shapes()
     count = fixed_batch(declared) or random
@@ -74,13 +75,15 @@ def probe_graph(model, input_shapes) -> Graph:
     return model.graph(_shapes(probe))
 
 
-def starter_config(model_path: str | Path, preset: str, input_shapes=None, output: str = "lrp.yaml"):
+def starter_config(
+    model_path: str | Path, preset: str, input_shapes=None, output: str = "lrp.yaml", trust_code: bool = False
+):
     """The text of a starter config for a model (``lrpaudit init``) and the graph it was made from."""
     from .config.presets import preset_path
     from .config.starter import starter_config as render
 
     preset_path(preset)  # an unknown preset fails before any work
-    model = load_model(model_path)
+    model = load_model(model_path, trust_code=trust_code)
     graph = probe_graph(model, name_unnamed(input_shapes, model.input_names))
     text = render(graph, Path(model_path), model.sha256(), preset, load_config(preset=preset), output)
     return text, graph

@@ -40,8 +40,9 @@ ACTIVATION_OPS = frozenset(
         "erf",
     }
 )
-# Ops that only move values around: relevance is routed by position.
-ROUTING_OPS = frozenset({"reshape", "permute", "concat", "slice", "gather", "pad", "expand", "roll"})
+# Ops that only move values around: relevance is routed by position (``where`` with a constant condition picks
+# each position from one operand).
+ROUTING_OPS = frozenset({"reshape", "permute", "concat", "slice", "gather", "pad", "expand", "roll", "where"})
 # Transformer ops (DESIGN section 12): products of two activations, normalizations with a statistic of the input.
 PRODUCTS = ("matmul", "einsum", "mul")
 NORMS = ("layernorm", "groupnorm")

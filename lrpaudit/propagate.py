@@ -11,7 +11,7 @@ from .errors import ConfigError, InputError
 from .forward import cast_params, run_forward
 from .ir import LINEAR_TYPE, POOLS, Graph, Node, check_batch_axis
 from .rules.assign import RuleChoice, assign
-from .rules.elementwise import handler_for
+from .rules.dispatch import handler_for
 from .rules.linear import apply_linear_rule
 from .rules.linear_view import linear_view
 from .rules.numeric import per_sample
@@ -38,6 +38,7 @@ class NodeRecord:
     r_passed: Tensor
     absorbed_bias: Tensor
     absorbed_stabilizer: Tensor
+    absorbed_softmax: Tensor
     degenerate: Tensor
     scale: Tensor
 
@@ -47,7 +48,13 @@ class NodeRecord:
 
     @property
     def residual(self) -> Tensor:
-        return self.leak - self.absorbed_bias - self.absorbed_stabilizer - self.degenerate
+        return (
+            self.leak
+            - self.absorbed_bias
+            - self.absorbed_stabilizer
+            - self.absorbed_softmax
+            - self.degenerate
+        )
 
     @property
     def rel_error(self) -> Tensor:
@@ -91,7 +98,7 @@ class Propagation:
         return relative(self.leak, self.output_scale)
 
     def total(self, category: str) -> Tensor:
-        """Sum over nodes of one accounting category (absorbed_bias, absorbed_stabilizer, degenerate, residual)."""
+        """Sum over nodes of one accounting category (``verdicts.CATEGORIES``: the shares and the residual)."""
         return sum((getattr(r, category) for r in self.records), torch.zeros_like(self.r_output))
 
 
@@ -164,6 +171,7 @@ def propagate(
     targets, r_init = output_relevance(output, target, init)
     relevance: dict[str, Tensor] = {graph.outputs[0]: r_init}
     records: list[NodeRecord] = []
+    graph_outputs = set(graph.outputs)
     with torch.no_grad():
         for node in reversed(graph.nodes):
             if keep_relevance is not None:
@@ -172,7 +180,7 @@ def propagate(
                 records.append(_backward_node(node, chosen[node.id], values, relevance, params[node.id]))
             except ConfigError as exc:  # e.g. zbox bounds that do not fit: name the node
                 raise ConfigError(f"node {node.id!r} ({chosen[node.id].describe()}): {exc}") from exc
-            if keep_relevance is None and node.output not in graph.outputs:
+            if keep_relevance is None and node.output not in graph_outputs:
                 del values[node.output]  # its consumers are done: free the activation now
     records.reverse()
     inputs = {name: relevance.get(name, torch.zeros_like(values[name])) for name in graph.inputs}
@@ -187,7 +195,7 @@ def _backward_node(node: Node, rule: Rule, values, relevance, params) -> NodeRec
         r_out = torch.zeros_like(z)
     inputs = [values[name] for name in node.inputs]
     zeros = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
-    bias_share, stab_share, degenerate = zeros, zeros, zeros
+    bias_share, stab_share, degenerate, softmax_share = zeros, zeros, zeros, zeros
     if not torch.any(r_out != 0):
         r_in = [torch.zeros_like(x) for x in inputs]
     elif node.op in LINEAR_TYPE or node.op in POOLS:
@@ -205,6 +213,7 @@ def _backward_node(node: Node, rule: Rule, values, relevance, params) -> NodeRec
         bias_share = zeros if result.absorbed_bias is None else result.absorbed_bias
         stab_share = zeros if result.absorbed_stabilizer is None else result.absorbed_stabilizer
         degenerate = zeros if result.degenerate is None else result.degenerate
+        softmax_share = zeros if result.absorbed_softmax is None else result.absorbed_softmax
     for name, r in zip(node.inputs, r_in):
         relevance[name] = relevance[name] + r if name in relevance else r
     return NodeRecord(
@@ -216,6 +225,7 @@ def _backward_node(node: Node, rule: Rule, values, relevance, params) -> NodeRec
         r_passed=sum((per_sample(r) for r in r_in), zeros),
         absorbed_bias=bias_share,
         absorbed_stabilizer=stab_share,
+        absorbed_softmax=softmax_share,
         degenerate=degenerate,
         scale=per_sample(r_out.abs()),
     )

@@ -49,6 +49,7 @@ def request_for(run):
         seed=model.seed,
         input_shapes=parse_shape(model.input_shape),
         batch_size=model.batch_size,
+        trust_code=model.trust_code,
     )
 
 

@@ -33,6 +33,7 @@ ROW_FIELDS = (
     "leak",
     "absorbed_bias",
     "absorbed_stabilizer",
+    "absorbed_softmax",
     "degenerate",
     "residual",
     "rel_error",
@@ -40,11 +41,12 @@ ROW_FIELDS = (
     "scale",
 )
 # The shares a leak is split into (the residual is what none of them explains).
-CATEGORIES = ("absorbed_bias", "absorbed_stabilizer", "degenerate", "residual")
+CATEGORIES = ("absorbed_bias", "absorbed_stabilizer", "absorbed_softmax", "degenerate", "residual")
 EXPLAINED_CATEGORIES = tuple(key for key in CATEGORIES if key != "residual")
 CATEGORY_WORDS = {
     "absorbed_bias": "bias",
     "absorbed_stabilizer": "stabilizer",
+    "absorbed_softmax": "softmax (Taylor bias)",
     "degenerate": "degenerate units",
     "residual": "unexplained residual",
 }
@@ -139,6 +141,7 @@ class Row(Mapping):
     leak: float
     absorbed_bias: float
     absorbed_stabilizer: float
+    absorbed_softmax: float
     degenerate: float
     residual: float
     rel_error: float
@@ -228,6 +231,11 @@ def fix_hint(row: Mapping) -> str:
         return f"bias absorbs {share:.3g}% {where}: bias: ignore or distribute conserves, {raise_tol}"
     if category == "absorbed_stabilizer":
         return f"stabilizer absorbs {share:.3g}% {where}: lower epsilon/stabilizer, {raise_tol}"
+    if category == "absorbed_softmax":
+        return (
+            f"softmax (Taylor bias) absorbs {share:.3g}% {where}: AttnLRP's softmax rule does not conserve; "
+            f"constant_factor on the attention product (cp-lrp) sends no relevance into the softmax, {raise_tol}"
+        )
     if category == "degenerate":
         return f"degenerate units take {share:.3g}% {where}: units with nothing to carry (dead or one-signed), {raise_tol}"
     return raise_tol

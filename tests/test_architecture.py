@@ -2,7 +2,8 @@
 no cycles and points one way, no module grows past 450 lines, and ``lrpaudit --help`` loads no heavy library.
 
 Import direction (README "Development"): cli -> api/runner -> {frontends, passes, config, inputs, reports} ->
-the engine {rules, propagate, verdicts, results, fidelity, verify} -> {ir, ops, forward, errors, _version}.
+the engine {rules, propagate, verdicts, results, fidelity, verify} -> {ir, ops, forward, errors, display, files,
+_version}.
 """
 
 from __future__ import annotations
@@ -128,13 +129,16 @@ ENGINE = (
     "lrpaudit.fidelity",
 )
 ENGINE += ("lrpaudit.verify", "lrpaudit.ir", "lrpaudit.ops", "lrpaudit.forward", "lrpaudit.errors")
+ENGINE += ("lrpaudit.display", "lrpaudit.files")
 BASE = ("lrpaudit.ir", "lrpaudit.ops", "lrpaudit.forward", "lrpaudit.errors", "lrpaudit._version")
+BASE += ("lrpaudit.display", "lrpaudit.files")
 RULES = {
     # who may import what (besides modules of its own package); the engine knows no files, configs or reports
     "engine": (ENGINE, ENGINE),
     "reports": (
         ("lrpaudit.reports",),
-        ("lrpaudit.verdicts", "lrpaudit.ir", "lrpaudit._version", "lrpaudit.errors"),
+        ("lrpaudit.verdicts", "lrpaudit.ir", "lrpaudit._version", "lrpaudit.errors")
+        + ("lrpaudit.display", "lrpaudit.files"),
     ),
     "frontends": (
         ("lrpaudit.frontends",),

@@ -6,8 +6,10 @@ pay for torch, onnx or onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -16,21 +18,35 @@ from pathlib import Path
 
 import click
 
+from ..display import one_line, safe
 from ..errors import LrpauditError, first_line
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose pipe closed
+EXIT_TERMINATED = 143  # 128 + SIGTERM (CI cancelling a job, `timeout`, `kill`)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread where it arrives, so that it unwinds like Ctrl-C: every report being
+    written is taken back (nothing half-written), and the command exits 143."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Python warnings (a library's, or a model's ``torch.warn``) as one escaped stderr line."""
+    err(f"lrpaudit: warning: {category.__name__}: {message}")
+
+
 OUT_OF_MEMORY = "lrpaudit: error: out of memory: lower --batch-size, or audit smaller inputs"
 
 
 def err(message: str) -> None:
-    """One line on stderr."""
-    click.echo(message, err=True)
-
-
-def one_line(text: str) -> str:
-    """``text`` with control characters escaped (a name read from a damaged file may hold a newline)."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    """One line on stderr (:func:`lrpaudit.display.one_line`): every stderr line of lrpaudit passes here, and a
+    name or path read from a file may hold ESC sequences, a newline plus ``::error``, bidi controls."""
+    click.echo(one_line(message), err=True)
 
 
 def guarded(fn):
@@ -40,10 +56,12 @@ def guarded(fn):
     def wrapper(*args, **kwargs):
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        shown, warnings.showwarning = warnings.showwarning, _show_warning
+        previous = _catch_sigterm()
         try:
             return fn(*args, **kwargs)
         except LrpauditError as exc:
-            err(f"lrpaudit: error: {one_line(str(exc))}")
+            err(f"lrpaudit: error: {exc}")
             sys.exit(exc.exit_code)
         except BrokenPipeError:
             # The reader went away (`lrpaudit rules | head`): stop quietly, like other Unix tools.
@@ -53,22 +71,51 @@ def guarded(fn):
         except KeyboardInterrupt:
             err("lrpaudit: interrupted")
             sys.exit(EXIT_INTERRUPTED)
+        except Terminated:
+            err("lrpaudit: terminated (SIGTERM)")
+            sys.exit(EXIT_TERMINATED)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except MemoryError:  # a limit, not a bug
             err(OUT_OF_MEMORY)
             sys.exit(EXIT_USAGE)
+        except OSError as exc:
+            if exc.filename is None:  # no file named: nothing the user can fix, a bug
+                err(_internal(exc))
+                sys.exit(EXIT_INTERNAL)
+            # a file the user named that the system refuses (a name too long, a loop of links, no permission)
+            err(f"lrpaudit: error: {exc.filename}: {exc.strerror or exc}")
+            sys.exit(EXIT_USAGE)
         except Exception as exc:  # a bug: short message, traceback to a file
             if _out_of_memory(exc):
                 err(OUT_OF_MEMORY)
                 sys.exit(EXIT_USAGE)
-            first = one_line(first_line(exc)) if str(exc).strip() else ""
-            err(
-                f"lrpaudit: internal error: {type(exc).__name__}: {first} ({_save_traceback()}; please report it)"
-            )
+            err(_internal(exc))
             sys.exit(EXIT_INTERNAL)
+        finally:
+            _restore_sigterm(previous)
+            warnings.showwarning = shown
 
     return wrapper
+
+
+def _internal(exc: BaseException) -> str:
+    first = first_line(exc) if str(exc).strip() else ""
+    return f"lrpaudit: internal error: {type(exc).__name__}: {first} ({_save_traceback()}; please report it)"
+
+
+def _catch_sigterm():
+    """Turn SIGTERM into :class:`Terminated` while a command runs (main thread only); returns the old handler."""
+    try:
+        return signal.signal(signal.SIGTERM, _terminate)
+    except (ValueError, OSError, AttributeError):  # not the main thread (a test runner's worker)
+        return None
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _out_of_memory(exc: Exception) -> bool:
@@ -129,6 +176,16 @@ def input_shape_option(fn):
     )(fn)
 
 
+def trust_code_option(fn):
+    """``--trust-code``: load a TorchScript archive whose code fails the pre-load check (README: Security)."""
+    return click.option(
+        "--trust-code",
+        is_flag=True,
+        help="Load TorchScript archives even if their code defines __setstate__ or calls file, process or "
+        "network ops (it runs that code).",
+    )(fn)
+
+
 def config_options(fn):
     """``-c/--config`` and ``--preset``, which exclude each other (see :func:`one_config`)."""
     fn = click.option("--preset", help="Preset name instead of a config file (see `lrpaudit presets`).")(fn)
@@ -151,9 +208,12 @@ class Progress:
         if sys.stderr.isatty() and not quiet:
             from rich.console import Console
             from rich.progress import Progress as Bar
+            from rich.progress import TextColumn
 
-            self.bar = Bar(console=Console(stderr=True), transient=True)
-            self.task = self.bar.add_task(label, total=total)
+            # the label is a path: shown as written (never as markup), like every other line
+            columns = (TextColumn("{task.description}", markup=False), *Bar.get_default_columns()[1:])
+            self.bar = Bar(*columns, console=Console(stderr=True), transient=True)
+            self.task = self.bar.add_task(safe(label), total=total)
             self.bar.start()
 
     def __call__(self, done: int, size: int) -> None:

@@ -58,7 +58,8 @@ def batch(manifest_path, jobs, json_report, junit_xml, markdown, fmt, exit_zero,
     started = time.perf_counter()
     manifest = load_manifest(manifest_path)
     targets = ReportTargets(json_report, junit_xml, markdown)
-    targets.check()
+    reads = [manifest_path, *(m.path for m in manifest.models), *(m.inputs for m in manifest.models)]
+    targets.check(reads=[*reads, *(c.path for c in manifest.configs)])
     total = len(manifest.runs)
     if not quiet:
         err(
@@ -86,7 +87,7 @@ def batch(manifest_path, jobs, json_report, junit_xml, markdown, fmt, exit_zero,
         "runs": [{"run": run.index, "model": run.model.id, "config": run.config.id} for run in manifest.runs],
     }
     for line in write_reports(results, report_data, targets):
-        click.echo(line, err=True)
+        err(line)
     if fmt == "json":
         click.echo(to_json_text(report_data))
     elif not quiet:

@@ -17,6 +17,7 @@ from ._common import (
     input_shape_option,
     one_config,
     stdout_console,
+    trust_code_option,
 )
 
 
@@ -62,17 +63,18 @@ def _target(value: str | None):
     is_flag=True,
     help="Accept an audit that checks nothing (no samples, no layers, nothing to explain) instead of exit 2.",
 )
+@trust_code_option
 @click.option("-v", "--verbose", is_flag=True, help="Wide table with every accounting column.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the one-line verdict on stderr.")
 @guarded
 def check(models, config_path, preset, inputs, random_n, seed, input_shapes, batch_size, dtype, device, target,
           gate, json_report, junit_xml, markdown, fmt, save_relevance, baseline, verify_rules, exit_zero,
-          allow_empty, verbose, quiet):  # fmt: skip
+          allow_empty, trust_code, verbose, quiet):  # fmt: skip
     """Audit LRP conservation of each MODEL; exit 0 pass, 1 fail, 2 bad input, 3 internal error."""
     from ..api import AuditRequest
     from ..reports.emit import ReportTargets, write_reports
     from ..reports.json_report import build_report, to_json_text
-    from ..reports.table import render_checks, render_layers, render_samples, summary_line
+    from ..reports.table import render_checks, render_layers, render_notes, render_samples, summary_line
 
     one_config(config_path, preset)
     if inputs is not None and random_n:
@@ -93,6 +95,7 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
         verify=verify_rules,
         keep_relevance=save_relevance is not None,
         allow_empty=allow_empty,
+        trust_code=trust_code,
         on_warning=lambda warning: err(f"lrpaudit: warning: {warning}"),
     )
     old_report = None
@@ -101,7 +104,7 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
 
         old_report = load_baseline(baseline)
     targets = ReportTargets(json_report, junit_xml, markdown, save_relevance)
-    targets.check()
+    targets.check(models=models, reads=[*models, config_path, inputs])
     results = [_audit_one(request, path, quiet) for path in models]
     report = build_report(results)
     regressions = None
@@ -110,7 +113,7 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
         regressions.source = str(baseline)
         report["baseline"] = regressions.as_dict()
     for line in write_reports(results, report, targets):
-        click.echo(line, err=True)
+        err(line)
     if fmt == "json":
         click.echo(to_json_text(report))
     elif not quiet:
@@ -120,8 +123,7 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
             if verbose:
                 render_samples(result, console)
             render_checks(result, console)
-            for note in result.notes:
-                console.print(f"note: {note}", highlight=False)
+            render_notes(result, console)
     for result in results:
         err(summary_line(result))
     failed = any(r.verdict != "pass" for r in results)

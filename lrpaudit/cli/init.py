@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import err, guarded, input_shape_option
+from ._common import err, guarded, input_shape_option, trust_code_option
 
 DEFAULT_INIT_PRESET = "epsilon-plus-flat"
 
@@ -28,8 +28,9 @@ DEFAULT_INIT_PRESET = "epsilon-plus-flat"
 )
 @input_shape_option
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@trust_code_option
 @guarded
-def init(model_path: Path, output: str, preset: str, input_shapes, force: bool) -> None:
+def init(model_path: Path, output: str, preset: str, input_shapes, force: bool, trust_code: bool) -> None:
     """Write a starter config for MODEL that extends a preset and lists the model's linear-type nodes."""
     from ..config.presets import preset_path
     from ..errors import ConfigError
@@ -41,7 +42,7 @@ def init(model_path: Path, output: str, preset: str, input_shapes, force: bool) 
     if target is not None and target.exists() and not force:
         raise ConfigError(f"{target} exists; not overwriting it (use --force)")
     text, graph = starter_config(
-        model_path, preset, input_shapes, "lrp.yaml" if target is None else str(target)
+        model_path, preset, input_shapes, "lrp.yaml" if target is None else str(target), trust_code=trust_code
     )
     if target is None:
         click.echo(text, nl=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import config_options, err, guarded, input_shape_option, one_config
+from ._common import config_options, err, guarded, input_shape_option, one_config, trust_code_option
 
 
 @click.command()
@@ -25,8 +25,18 @@ from ._common import config_options, err, guarded, input_shape_option, one_confi
     "--final-only", is_flag=True, help="Compare only final outputs with the runtime (default: every tensor)."
 )
 @config_options
+@trust_code_option
 @guarded
-def inspect(model_path: Path, random_n: int, seed: int, input_shapes, final_only: bool, config_path, preset):
+def inspect(
+    model_path: Path,
+    random_n: int,
+    seed: int,
+    input_shapes,
+    final_only: bool,
+    config_path,
+    preset,
+    trust_code,
+):
     """Print the canonical IR of MODEL and prove its forward pass against the model's runtime.
 
     With -c/--preset, each node also shows its rule and the config line that chose it.
@@ -35,7 +45,9 @@ def inspect(model_path: Path, random_n: int, seed: int, input_shapes, final_only
     from ..reports.ir_table import render_fidelity, render_ir
 
     one_config(config_path, preset)
-    seen = inspect_model(model_path, random_n, seed, not final_only, input_shapes, config_path, preset)
+    seen = inspect_model(
+        model_path, random_n, seed, not final_only, input_shapes, config_path, preset, trust_code=trust_code
+    )
     if seen.assignment is not None:
         for warning in seen.assignment.warnings:
             err(f"lrpaudit: warning: {warning}")

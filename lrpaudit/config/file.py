@@ -1,6 +1,13 @@
 """One config file (a user file or a preset) read, validated and turned into rule and override entries.
 
 A file's ``extends:`` chain is a list of files, child first; :mod:`lrpaudit.config.settings` merges them.
+
+What ``extends:`` may name (:func:`resolve_extends`): a preset name (a bare word: ``epsilon-plus-flat``), or a
+relative path to a ``.yaml``/``.yml`` file inside the folder of the file that extends it (that folder or one below
+it), after symlinks are resolved. Absolute paths, ``~``, paths that climb out of the folder (``../secret.env``) and
+symlinks that point out of it are refused before anything is opened. The file must be a regular file of at most
+``MAX_YAML_BYTES``, and it is a config only if its top level is a mapping with ``version:``; until then an error
+quotes nothing from it (:mod:`.yaml_loader`), so no file that is not a config has its content printed.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..files import read_limited
 from ..ir import LINEAR_TYPE, POOLS, WEIGHTED
 from ..ops import OPS
 from ..rules.spec import RULES, Rule
@@ -32,11 +40,12 @@ from .schema import (
     unknown,
     validate_file,
 )
-from .yaml_loader import KeyPath, Positions, YamlError, dotted, load_yaml
+from .yaml_loader import MAX_YAML_BYTES, KeyPath, NotOurs, Positions, YamlError, dotted, load_yaml
 
 KNOWN_OPS = tuple(sorted(set(OPS) | set(LINEAR_TYPE) | set(POOLS)))
 NON_NEGATIVE = ("epsilon", "stabilizer", "gamma", "alpha", "beta")
 ARRAY_PARAMS = ("low", "high")  # zbox bounds: a number or a (nested) list, per input element or channel
+EXTENDS_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -103,13 +112,11 @@ class ConfigFile:
 def read_config_file(real: Path, display: str, preset: str | None = None) -> ConfigFile:
     """Read and validate one file. ``display`` is how errors name it (the path as the user wrote it)."""
     try:
-        raw = real.read_bytes()
+        raw = read_limited(real, MAX_YAML_BYTES, ConfigError, "config file", prefix=display)
     except FileNotFoundError:
         raise ConfigError(f"{display}: no such config file") from None
     except IsADirectoryError:
         raise ConfigError(f"{display}: is a folder, not a config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{display}: cannot read: {exc.strerror or exc}") from None
     origin = Origin(
         display, f"preset {preset}" if preset else display, real, hashlib.sha256(raw).hexdigest(), preset
     )
@@ -118,7 +125,9 @@ def read_config_file(real: Path, display: str, preset: str | None = None) -> Con
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{display}:1:1: <root>: not UTF-8 text (byte {exc.start})") from None
     try:
-        data, positions = load_yaml(text)
+        data, positions = load_yaml(text, require="version")
+    except NotOurs as exc:
+        raise ConfigFileError(display, 1, 1, dotted(exc.path), _not_a_config(exc.shape)) from None
     except YamlError as exc:
         raise ConfigFileError(display, exc.line, exc.column, dotted(exc.path), exc.message) from None
     spec = validate_file(data, positions, display)
@@ -152,19 +161,42 @@ def read_config_file(real: Path, display: str, preset: str | None = None) -> Con
     return config_file
 
 
+def _not_a_config(shape: str) -> str:
+    """The error for a document that is not a config, saying what it is but quoting nothing of it."""
+    if shape == "empty":
+        return f"empty config (start it with 'version: {SUPPORTED_VERSION}')"
+    if shape == "a mapping":
+        return f"missing required key (a config file starts with 'version: {SUPPORTED_VERSION}')"
+    return f"expected a mapping of settings, got {shape} (a config file starts with 'version: {SUPPORTED_VERSION}')"
+
+
+def _is_path(target: str) -> bool:
+    """A preset name is a bare kebab-case word: anything with a separator, a dot or a ``~`` is a path."""
+    return any(ch in target for ch in "/\\.~")
+
+
 def resolve_extends(config_file: ConfigFile) -> tuple[Path, str, str | None]:
-    """Where ``extends:`` points: (real path, display path, preset name or None)."""
+    """Where ``extends:`` points: (real path, display path, preset name or None); refused unless it is a preset
+    name or a ``.yaml``/``.yml`` file inside the extending file's folder (see the module docstring)."""
     target = config_file.spec.extends
     path = ("extends",)
     if not target:
         raise config_file.error(path, "expected a preset name or a path to a config file")
-    if "/" in target or "\\" in target or target.endswith((".yaml", ".yml")):
-        real = (config_file.origin.real.parent / target).resolve()
+    if _is_path(target):
+        rule = "extends takes a preset name or a relative path to a .yaml file inside this file's folder"
+        if os.path.isabs(target) or target.startswith("~") or Path(target).drive:
+            raise config_file.error(path, f"{target}: absolute paths are refused ({rule})")
+        if not target.endswith(EXTENDS_SUFFIXES):
+            raise config_file.error(path, f"{target}: not a .yaml or .yml file ({rule})")
+        folder = config_file.origin.real.parent
+        real = (folder / target).resolve()
+        if not real.is_relative_to(folder):
+            raise config_file.error(path, f"{target}: leaves this file's folder ({folder}); refused ({rule})")
         if config_file.origin.preset is None:
             display = os.path.normpath(os.path.join(os.path.dirname(config_file.origin.file), target))
         else:
             display = str(real)
-        if not real.is_file():
+        if not real.exists():
             raise config_file.error(path, f"no such config file: {display} (paths are relative to this file)")
         return real, display, None
     names = preset_names()

@@ -9,6 +9,7 @@ Format (``version: 1`` required; every path is relative to the manifest's folder
         input_shape: [1, 1, 8, 8]       # optional: as --input-shape ("1,1,8,8" or "x=1,1,8,8;y=...")
         batch_size: 16                  # optional, default 16
         name: cnn                       # optional id for runs: (default: the path as written)
+        trust_code: false               # optional: load a TorchScript archive whose code fails the check
     configs:                            # at least one: a preset, or a config file
       - preset: conservative            # id: the preset's name
       - path: lrp.yaml                  # id: the path as written (or name:)
@@ -32,11 +33,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError
+from ..files import read_limited, special_kind
 from ..inputs.shapes import ShapeTextError, parse_shape
 from .presets import preset_path
 from .schema import ConfigFileError, describe, error_at, pydantic_message, unknown
 from .settings import load_config
-from .yaml_loader import KeyPath, Positions, YamlError, dotted, load_yaml
+from .yaml_loader import MAX_YAML_BYTES, KeyPath, NotOurs, Positions, YamlError, dotted, load_yaml
 
 MANIFEST_VERSION = 1
 
@@ -53,9 +55,10 @@ class ModelSpec(_Strict):
     name: str | None = None
     inputs: str | None = None
     random: Annotated[int, Field(ge=1)] | None = None
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=0)] | None = None
     input_shape: Any = None  # a string or a list of integers, checked by hand
     batch_size: Annotated[int, Field(ge=1)] | None = None
+    trust_code: bool | None = None
 
 
 class ConfigSpec(_Strict):
@@ -108,6 +111,7 @@ class ModelEntry:
     seed: int
     input_shape: str | None
     batch_size: int
+    trust_code: bool = False
 
 
 @dataclass
@@ -172,6 +176,9 @@ def _check_file(
         raise error_at(file, positions, path, f"no such {what}: {resolved}")
     if resolved.is_dir() and not folder_ok:
         raise error_at(file, positions, path, f"{resolved} is a folder, not a {what}")
+    kind = special_kind(resolved)
+    if kind is not None:
+        raise error_at(file, positions, path, f"{resolved} is {kind}, not a {what}; refused")
 
 
 def _unique(ids: list[str], section: str, file: str, positions: Positions) -> None:
@@ -192,25 +199,25 @@ def load_manifest(manifest_path: str | Path) -> Manifest:
     """Read and check a manifest; raise a ConfigError (``file:line:col: key: message``) on the first problem."""
     file = str(manifest_path)
     try:
-        raw = Path(manifest_path).read_bytes()
+        raw = read_limited(manifest_path, MAX_YAML_BYTES, ConfigError, "manifest file", prefix=file)
     except FileNotFoundError:
         raise ConfigError(f"{file}: no such manifest file") from None
     except IsADirectoryError:
         raise ConfigError(f"{file}: is a folder, not a manifest file") from None
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from None
     try:
-        data, positions = load_yaml(raw.decode("utf-8"))
+        data, positions = load_yaml(raw.decode("utf-8"), require="version")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file}:1:1: <root>: not UTF-8 text (byte {exc.start})") from None
+    except NotOurs as exc:  # not a manifest: say what it is, quote nothing of it
+        if exc.shape == "empty":
+            message = f"empty manifest (start it with 'version: {MANIFEST_VERSION}')"
+        elif exc.shape == "a mapping":
+            message = f"missing required key (a manifest starts with 'version: {MANIFEST_VERSION}')"
+        else:
+            message = f"expected a mapping (version, models, configs, runs), got {exc.shape}"
+        raise ConfigFileError(file, 1, 1, dotted(exc.path), message) from None
     except YamlError as exc:
         raise ConfigFileError(file, exc.line, exc.column, dotted(exc.path), exc.message) from None
-    if data is None:
-        raise error_at(file, positions, (), f"empty manifest (start it with 'version: {MANIFEST_VERSION}')")
-    if not isinstance(data, dict):
-        raise error_at(
-            file, positions, (), f"expected a mapping (version, models, configs, runs), got {describe(data)}"
-        )
     try:
         spec = ManifestSpec.model_validate(data)
     except ValidationError as exc:
@@ -253,6 +260,7 @@ def load_manifest(manifest_path: str | Path) -> Manifest:
                 seed=item.seed or 0,
                 input_shape=_shape_text(item.input_shape, file, positions, (*here, "input_shape")),
                 batch_size=item.batch_size or 16,
+                trust_code=bool(item.trust_code),
             )
         )
     _unique([m.id for m in models], "models", file, positions)

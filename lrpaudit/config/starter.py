@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..display import safe
 from ..ir import LINEAR_TYPE, WEIGHTED
 from .matching import GraphContext
 
@@ -36,14 +37,17 @@ def starter_config(graph, model_path: Path, sha256: str, preset: str, base, outp
         rows.append(
             ("-" if index is None else str(index), node.op, _comment_safe(node.id), shapes, rule, notes)
         )
-    widths = [max([len(header)] + [len(row[k]) for row in rows]) for k, header in enumerate(_HEADERS[:4])]
+    listed = rows[:MAX_LISTED]
+    widths = [max([len(header)] + [len(row[k]) for row in listed]) for k, header in enumerate(_HEADERS[:4])]
     table = [
         "#   " + "  ".join(f"{h:<{w}}" for h, w in zip(_HEADERS[:4], widths)) + f"  {_HEADERS[4]}",
     ]
-    for row in rows:
+    for row in listed:
         cells = "  ".join(f"{c:<{w}}" for c, w in zip(row[:4], widths))
         extra = f"  ({'; '.join(row[5])})" if row[5] else ""
         table.append(f"#   {cells}  {row[4]}{extra}")
+    if len(rows) > MAX_LISTED:  # the file must stay far below the config size limit
+        table.append(f"#   ... and {len(rows) - MAX_LISTED} more (`lrpaudit inspect MODEL` lists every node)")
     glob = json.dumps(_glob_for(context.counted[-1]) if context.counted else "*")
     second = (
         context.counted[1] if len(context.counted) > 1 else (context.counted[0] if context.counted else None)
@@ -51,9 +55,9 @@ def starter_config(graph, model_path: Path, sha256: str, preset: str, base, outp
     second_op = next((node.op for node in graph.nodes if node.id == second), "conv")
     second_index = context.index.get(second, 0)
     lines = [
-        f"# lrpaudit config for {_comment_safe(str(model_path))} (sha256 {sha256[:16]}...), "
+        f"# lrpaudit config for {_comment_safe(str(model_path), 4096)} (sha256 {sha256[:16]}...), "
         "written by `lrpaudit init`.",
-        f"# Check it with: lrpaudit check {_comment_safe(str(model_path))} -c {_comment_safe(output)} --random 8",
+        f"# Check it with: lrpaudit check {_comment_safe(str(model_path), 4096)} -c {_comment_safe(output, 4096)} --random 8",
         "version: 1",
         f"extends: {preset}  # see `lrpaudit presets {preset}`; this file's settings and rules come first",
         "",
@@ -89,6 +93,7 @@ def starter_config(graph, model_path: Path, sha256: str, preset: str, base, outp
 
 
 _HEADERS = ("index", "op", "node id", "input -> output shape", "rule")
+MAX_LISTED = 5000  # linear-type nodes listed in the comment table (about 150 bytes each)
 
 
 def _glob_for(node_id: str) -> str:
@@ -100,5 +105,8 @@ def _glob_for(node_id: str) -> str:
     return node_id
 
 
-def _comment_safe(text: str) -> str:
-    return text.replace("\r", " ").replace("\n", " ")
+def _comment_safe(text: str, limit: int = 160) -> str:
+    """A name or path inside a YAML comment: one safe line (YAML also breaks lines at NEL, U+2028 and U+2029,
+    which would let a node id write config keys), cut at ``limit`` characters."""
+    text = safe(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -10,6 +10,13 @@ keeps the last value. This module fixes all of them:
 - a duplicate key, a non-string key, a merge key (``<<``) or an unknown explicit tag is an error;
 - the document is composed into nodes and converted by hand, so the result is plain Python data plus a
   :class:`Positions` table mapping each path (a tuple of keys and list indices) to its 1-based line and column.
+
+Bounded work and no echo of foreign files: callers read at most ``MAX_YAML_BYTES`` (see :mod:`lrpaudit.files`);
+composing stops after ``MAX_COMPOSED`` nodes, converting after ``MAX_NODES`` nodes with aliases expanded (a
+"billion laughs" file is refused, not expanded); a syntax error quotes at most one character of the text. With
+``require="version"`` a document is accepted as one of ours only if its top level is a mapping with that key,
+checked before any value is converted: until then no error quotes a key or a value, so naming some other file
+(``extends: ../secret.env``, ``-c /etc/passwd``) never prints what is in it.
 """
 
 from __future__ import annotations
@@ -38,11 +45,28 @@ _FLOAT = re.compile(
         |\.(?:nan|NaN|NAN))$""",
     re.X,
 )
-_MAX_NODES = 100_000  # aliases can make a small file expand exponentially ("billion laughs")
+MAX_YAML_BYTES = (
+    2 * 2**20
+)  # configs and manifests are a few kB; `lrpaudit init` lists at most a few thousand nodes
+MAX_NODES = 100_000  # aliases can make a small file expand exponentially ("billion laughs")
+MAX_COMPOSED = (
+    20_000  # nodes written out in the text: PyYAML composes ~15,000 a second; a config has hundreds
+)
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"")
 
 
 class StrictLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core-schema scalars (resolution only; construction is done by :func:`load_yaml`)."""
+    """SafeLoader with YAML 1.2 core-schema scalars (resolution only; construction is done by :func:`load_yaml`),
+    which stops composing after ``MAX_COMPOSED`` nodes."""
+
+    def compose_node(self, parent, index):
+        self.composed = getattr(self, "composed", 0) + 1
+        if self.composed > MAX_COMPOSED:
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, f"document too large (over {MAX_COMPOSED} nodes)", mark
+            )
+        return super().compose_node(parent, index)
 
 
 StrictLoader.yaml_implicit_resolvers = {
@@ -60,6 +84,44 @@ class YamlError(Exception):
     def __init__(self, line: int, column: int, path: KeyPath, message: str) -> None:
         super().__init__(message)
         self.line, self.column, self.path, self.message = line, column, path, message
+
+
+class NotOurs(YamlError):
+    """The document's top level is not a mapping with the required key: ``shape`` says what it is instead
+    ("empty", "a list", "a string", "a number", "a mapping" ...); the message quotes nothing from the text."""
+
+    def __init__(self, shape: str, key: str) -> None:
+        super().__init__(1, 1, (key,) if shape == "a mapping" else (), f"not a document of ours ({shape})")
+        self.shape = shape
+
+
+def _brief(problem: str) -> str:
+    """A PyYAML problem text quoting at most one character of the document (``found character '\\t'``)."""
+
+    def keep(match: re.Match) -> str:
+        inner = match.group(1) if match.group(1) is not None else match.group(2)
+        short = len(inner) <= 1 or (inner.startswith("\\") and len(inner) <= 6)
+        return match.group(0) if short or inner.startswith("<") else "'...'"
+
+    return _QUOTED.sub(keep, problem)
+
+
+def _shape(node: yaml.Node | None) -> str:
+    if node is None:
+        return "empty"
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    kinds = {"str": "a string", "int": "a number", "float": "a number", "bool": "a boolean", "null": "null"}
+    return kinds.get(node.tag.rsplit(":", 1)[-1], "a scalar")
+
+
+def _declares(root: yaml.Node | None, key: str) -> bool:
+    return isinstance(root, yaml.MappingNode) and any(
+        isinstance(k, yaml.ScalarNode) and k.tag == "tag:yaml.org,2002:str" and k.value == key
+        for k, _ in root.value
+    )
 
 
 @dataclass
@@ -99,9 +161,12 @@ def _scalar(node: yaml.ScalarNode, path: KeyPath) -> Any:
     if tag == "tag:yaml.org,2002:int":
         if not _INT.match(text):
             raise YamlError(*_mark(node), path, f"not an integer: {text!r}")
-        if text.startswith(("0o", "0x")):
-            return int(text[2:], 8 if text[1] == "o" else 16)
-        return int(text, 10)
+        if len(text) > 40:  # no setting needs more than 64 bits (20 digits); Python refuses over 4300
+            raise YamlError(*_mark(node), path, f"integer out of range ({len(text):,} digits)")
+        value = int(text[2:], 8 if text[1] == "o" else 16) if text.startswith(("0o", "0x")) else int(text, 10)
+        if abs(value) >= 2**63:
+            raise YamlError(*_mark(node), path, "integer out of range (more than 64 bits)")
+        return value
     if tag == "tag:yaml.org,2002:float":
         lowered = text.lower()
         if lowered.endswith(".inf"):
@@ -115,8 +180,9 @@ def _scalar(node: yaml.ScalarNode, path: KeyPath) -> Any:
     raise YamlError(*_mark(node), path, f"unsupported YAML tag {tag!r}")
 
 
-def load_yaml(text: str) -> tuple[Any, Positions]:
-    """Parse one YAML document into plain data and positions; raise :class:`YamlError` on any problem."""
+def load_yaml(text: str, require: str | None = None) -> tuple[Any, Positions]:
+    """Parse one YAML document into plain data and positions; raise :class:`YamlError` on any problem, and
+    :class:`NotOurs` when ``require`` names a top-level key the document does not have."""
     try:
         root = yaml.compose(text, Loader=StrictLoader)
     except RecursionError:
@@ -124,10 +190,17 @@ def load_yaml(text: str) -> tuple[Any, Positions]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = _brief(exc.problem or exc.context or "invalid YAML")
         raise YamlError(line, column, (), f"invalid YAML: {problem}") from None
-    except yaml.YAMLError as exc:  # e.g. a reader error on control characters
-        raise YamlError(1, 1, (), f"invalid YAML: {exc}") from None
+    except yaml.reader.ReaderError as exc:  # a control character: its position and code, not the text
+        before = text[: exc.position] if isinstance(exc.position, int) else ""
+        line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        code = exc.character if isinstance(exc.character, int) else 0
+        raise YamlError(line, column, (), f"invalid YAML: unacceptable character #x{code:04x}") from None
+    except yaml.YAMLError:
+        raise YamlError(1, 1, (), "invalid YAML") from None
+    if require is not None and not _declares(root, require):
+        raise NotOurs(_shape(root), require)
     positions = Positions()
     if root is None:
         return None, positions
@@ -135,8 +208,8 @@ def load_yaml(text: str) -> tuple[Any, Positions]:
 
     def convert(node: yaml.Node, path: KeyPath) -> Any:
         count[0] += 1
-        if count[0] > _MAX_NODES:
-            raise YamlError(*_mark(node), path, f"document too large (over {_MAX_NODES} nodes after aliases)")
+        if count[0] > MAX_NODES:
+            raise YamlError(*_mark(node), path, f"document too large (over {MAX_NODES} nodes after aliases)")
         positions.values[path] = _mark(node)
         if isinstance(node, yaml.ScalarNode):
             return _scalar(node, path)

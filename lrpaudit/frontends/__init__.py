@@ -11,19 +11,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ModelError
+from ..files import check_regular
 
 
-def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None):
+def load_model(
+    path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None, trust_code: bool = False
+):
     """Load an ONNX or TorchScript file as a model object with ``graph(shapes)`` and ``reference_outputs``.
 
     ``input_shapes`` (full shapes by input name, batch included) serves formats that declare none: a TorchScript
     file's ``declared_shapes()`` comes from them (or from the example a traced module recorded). ONNX ignores it.
+    ``trust_code`` skips the check of a TorchScript archive's code (``--trust-code``); ONNX files hold no code.
     """
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such file")
     if path.is_dir():
         raise ModelError(f"{path}: is a folder, not a model file")
+    check_regular(path, ModelError, "model file")  # a FIFO would block, /dev/zero never ends
     with open(path, "rb") as handle:
         head = handle.read(4)
     torch_file = head.startswith(b"PK") or path.suffix in (".pt", ".pth", ".ts", ".jit")
@@ -36,7 +41,7 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
     if torch_file:
         from .torchscript import load_torchscript
 
-        return load_torchscript(path, input_shapes)
+        return load_torchscript(path, input_shapes, trust_code)
     from .onnx import load_onnx
 
     return load_onnx(path)

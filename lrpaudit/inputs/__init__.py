@@ -13,6 +13,7 @@ larger declared or requested shapes are refused before anything is allocated.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, first_line
-from .limits import check_input_memory
+from ..files import check_regular, special_kind
+from .limits import available_memory, check_input_memory
 from .shapes import check_sample_size, concrete_shape
 
 
@@ -40,8 +42,10 @@ class Batch:
 def peek_shapes(path: str | Path, names: list[str]) -> dict[str, tuple[int, ...]]:
     """Array shapes of the first input file (memory-mapped, nothing loaded), for models without declared shapes."""
     path = Path(path)
+    if special_kind(path) is not None:
+        return {}  # refused, naming the file, when the inputs are read
     files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz")) if path.is_dir() else [path]
-    if not files or not files[0].exists():
+    if not files or not files[0].exists() or special_kind(files[0]) is not None:
         return {}
     try:
         if files[0].suffix == ".npy":
@@ -60,6 +64,8 @@ def random_batches(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> Iterator[Batch]:
     """``count`` standard-normal samples per input, drawn deterministically from ``seed``, in batches."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed {seed!r}: must be an integer >= 0 (--seed, or seed: in a manifest)")
     rng = np.random.default_rng(seed)
     first = min(batch_size, count)
     shapes = {
@@ -116,7 +122,11 @@ _PICKLED = (
 
 
 def _open(file: Path):
-    """``np.load`` without pickles: ``.npy`` memory-mapped, ``.npz`` lazily; a bad file is an InputError."""
+    """``np.load`` without pickles: ``.npy`` memory-mapped, ``.npz`` lazily; a bad file is an InputError.
+
+    Only regular files are opened: a FIFO would block, a device (``/dev/zero``) never ends.
+    """
+    check_regular(file, InputError, "regular .npy or .npz file")
     try:
         with open(file, "rb") as handle:
             head = handle.read(6)
@@ -138,7 +148,12 @@ def _open(file: Path):
 
 
 def _member(data, file: Path, name: str) -> np.ndarray:
-    """One array of a .npz file; an object array or a damaged member is an InputError."""
+    """One array of a .npz file; an object array or a damaged member is an InputError.
+
+    A member is read whole, so first its header: an array that declares more bytes than the member holds (a
+    damaged or forged file), or more than the memory available now, is refused before anything is allocated.
+    """
+    _check_member_size(data, file, name)
     try:
         return data[name]
     except Exception as exc:
@@ -150,6 +165,33 @@ def _member(data, file: Path, name: str) -> np.ndarray:
         raise InputError(
             f"{file}: array {name!r} cannot be read ({type(exc).__name__}: {text[:200]})"
         ) from exc
+
+
+def _check_member_size(data, file: Path, name: str) -> None:
+    try:
+        info = data.zip.getinfo(f"{name}.npy")
+        with data.zip.open(info) as handle:
+            version = np.lib.format.read_magic(handle)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read(handle)
+    except Exception:
+        return  # not a plain .npy member: np.load names the problem
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > info.file_size:
+        raise InputError(
+            f"{file}: array {name!r} declares shape {list(shape)} ({needed:,} bytes) but the member holds "
+            f"{info.file_size:,} bytes (a damaged or forged file)"
+        )
+    free = available_memory()
+    if free is not None and needed > free:
+        raise InputError(
+            f"{file}: array {name!r} needs {needed / 2**30:.1f} GiB to be read, more than the "
+            f"{free / 2**30:.1f} GiB available (a .npz member is read whole: save large inputs as .npy)"
+        )
 
 
 def load_arrays(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..ir import WEIGHTED, Graph
-from .cleanup import absorb_successor, clone, single_consumer
+from .cleanup import Rewrite, clone
 
 
 def fold_batchnorm(graph: Graph) -> Graph:
@@ -16,10 +16,11 @@ def fold_batchnorm(graph: Graph) -> Graph:
     viewed as ``(g, C_in/g, C_out/g, k...)`` and scaled on axis 2.
     """
     graph = clone(graph)
-    for node in list(graph.nodes):
-        if node.op not in WEIGHTED or node not in graph.nodes:
+    rewrite = Rewrite(graph)
+    for node in graph.nodes:
+        if node.op not in WEIGHTED or not rewrite.alive(node):
             continue
-        successor = single_consumer(graph, node.output)
+        successor = rewrite.single_consumer(node.output)
         if successor is None or successor.op != "affine" or successor.attrs.get("source") != "batchnorm":
             continue
         if node.op == "linear" and len(graph.shapes.get(node.output, ())) != 2:
@@ -38,5 +39,5 @@ def fold_batchnorm(graph: Graph) -> Graph:
             weight = weight * scale.reshape((-1,) + (1,) * (weight.dim() - 1))
         node.params["weight"] = weight
         node.params["bias"] = bias * scale + shift
-        absorb_successor(graph, node, successor)
-    return graph
+        rewrite.absorb(node, successor)
+    return rewrite.finish()

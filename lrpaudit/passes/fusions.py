@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..ir import WEIGHTED, Graph, Node
-from .cleanup import absorb_successor, clone, single_consumer
+from .cleanup import Rewrite, clone
 
 # Ops whose output is a bounded "gate" value: in x * gate, the gate is treated as a constant by LRP.
 GATE_OPS = frozenset({"sigmoid", "hardsigmoid", "softmax", "tanh", "clip"})
@@ -32,10 +32,11 @@ def _channel_bias(node: Node, const: torch.Tensor, out_channels: int, rank: int)
 def fuse_linear_bias(graph: Graph) -> Graph:
     """``linear``/``conv`` followed by ``add_const`` that is a per-channel bias becomes one node with that bias."""
     graph = clone(graph)
-    for node in list(graph.nodes):
-        if node.op not in WEIGHTED or node not in graph.nodes:
+    rewrite = Rewrite(graph)
+    for node in graph.nodes:
+        if node.op not in WEIGHTED or not rewrite.alive(node):
             continue
-        successor = single_consumer(graph, node.output)
+        successor = rewrite.single_consumer(node.output)
         if successor is None or successor.op != "add_const":
             continue
         weight = node.params["weight"]
@@ -48,8 +49,8 @@ def fuse_linear_bias(graph: Graph) -> Graph:
             continue
         existing = node.params.get("bias")
         node.params["bias"] = bias.to(torch.float64) + (0 if existing is None else existing)
-        absorb_successor(graph, node, successor)
-    return graph
+        rewrite.absorb(node, successor)
+    return rewrite.finish()
 
 
 def _const_value(node: Node) -> float | None:
@@ -64,28 +65,32 @@ def _near(value: float | None, target: float) -> bool:
 def fuse_gelu(graph: Graph) -> Graph:
     """``x * 0.5 * (1 + erf(x / sqrt 2))`` (the exporters' GELU) -> one ``gelu`` node, in its usual orderings."""
     graph = clone(graph)
+    rewrite = Rewrite(graph)
+    single_consumer = rewrite.single_consumer
+    producers = graph.producers()
     for erf in [n for n in graph.nodes if n.op == "erf"]:
-        producers = graph.producers()
+        if not rewrite.alive(erf):
+            continue
         scaled = producers.get(erf.inputs[0])
         if scaled is None or scaled.op != "mul_const" or not _near(_const_value(scaled), 1 / math.sqrt(2)):
             continue
-        if single_consumer(graph, scaled.output) is not erf:
+        if single_consumer(scaled.output) is not erf:
             continue
         x = scaled.inputs[0]
-        plus_one = single_consumer(graph, erf.output)
+        plus_one = single_consumer(erf.output)
         if plus_one is None or plus_one.op != "add_const" or not _near(_const_value(plus_one), 1.0):
             continue
         removed, gate, has_half = [scaled, erf, plus_one], plus_one.output, False
-        halved = single_consumer(graph, gate)
+        halved = single_consumer(gate)
         if halved is not None and halved.op == "mul_const" and _near(_const_value(halved), 0.5):
             removed, gate, has_half = removed + [halved], halved.output, True
-        product = single_consumer(graph, gate)
+        product = single_consumer(gate)
         if product is None or product.op != "mul":
             continue
         other = product.inputs[0] if product.inputs[1] == gate else product.inputs[1]
         final = product
         if other == x and not has_half:
-            last = single_consumer(graph, product.output)
+            last = single_consumer(product.output)
             if last is None or last.op != "mul_const" or not _near(_const_value(last), 0.5):
                 continue
             removed, final = removed + [product], last
@@ -95,7 +100,7 @@ def fuse_gelu(graph: Graph) -> Graph:
                 continue
             if not _near(_const_value(half_x), 0.5):
                 continue
-            if single_consumer(graph, half_x.output) is product:
+            if single_consumer(half_x.output) is product:
                 removed.append(half_x)
         fused = Node(
             id=final.id,
@@ -105,10 +110,11 @@ def fuse_gelu(graph: Graph) -> Graph:
             attrs={"approximate": "none"},
             origin=dict(final.origin) | {"ops": ["Erf-GELU pattern"]},
         )
-        graph.nodes[graph.nodes.index(final)] = fused
+        rewrite.replace(final, fused)
+        producers.update(dict.fromkeys(fused.outputs, fused))
         for node in removed:
-            graph.nodes.remove(node)
-    return graph
+            rewrite.remove(node)
+    return rewrite.finish()
 
 
 def _gate_source(name: str, producers: dict[str, Node]) -> Node | None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ..display import rich_text, safe
 from ..verdicts import CATEGORY_WORDS, rank_key, worst_row
 from ._format import fmt
 from .table import VERDICT_STYLE
@@ -22,19 +22,19 @@ def run_line(run, outcome, total: int) -> str:
     head = f"lrpaudit: [{run.index + 1}/{total}] {run.label}"
     took = f"({outcome.seconds:.1f} s)"
     if outcome.error is not None:
-        return f"{head}: ERROR {took}: {outcome.error}"
+        return safe(f"{head}: ERROR {took}: {outcome.error}")
     result = outcome.result
     if result.verdict == "pass":
-        return f"{head}: PASS {took}"
+        return safe(f"{head}: PASS {took}")
     rows = result.layer_rows()
     failing = sum(row["verdict"] != "pass" for row in rows)
     worst = run_worst(result)
     text = f"{head}: FAIL {took}: {failing}/{len(rows)} layers fail"
     if worst is not None and worst["verdict"] != "pass":
         category = CATEGORY_WORDS.get(worst.get("largest_category") or "", "-")
-        return f"{text}; worst {worst['id']} rel_error {fmt(worst['rel_error'])} ({category})"
+        return safe(f"{text}; worst {worst['id']} rel_error {fmt(worst['rel_error'])} ({category})")
     failed_samples = sum(s.verdict != "pass" for s in result.samples)
-    return f"{text}; {failed_samples}/{len(result.samples)} samples fail end to end"
+    return safe(f"{text}; {failed_samples}/{len(result.samples)} samples fail end to end")
 
 
 def render_summary(manifest, results: list, console) -> None:
@@ -64,16 +64,16 @@ def render_summary(manifest, results: list, console) -> None:
         verdict = result.verdict
         table.add_row(
             str(run.index + 1),
-            escape(run.model.id),
-            escape(run.config.id),
+            rich_text(run.model.id),
+            rich_text(run.config.id),
             f"{passing}/{len(rows)}",
-            escape(worst["id"]) if worst else "-",
+            rich_text(worst["id"]) if worst else "-",
             fmt(worst["rel_error"]) if worst else "-",
             Text(verdict.upper(), style=VERDICT_STYLE[verdict]),
             style="red" if verdict != "pass" else None,
         )
     # the heading is one line, never wrapped
-    console.print(escape(f"{manifest.path}  [{shape}]"), highlight=False, soft_wrap=True)
+    console.print(rich_text(f"{manifest.path}  [{shape}]"), soft_wrap=True)
     console.print(table)
 
 
@@ -90,4 +90,4 @@ def final_line(manifest, results: list, seconds: float) -> str:
                 ranked, key=lambda item: (*rank_key(item[0], results[item[1]].tolerance.gate), item[1])
             )
             text += f"; worst {manifest.runs[k].label}: {row['id']} rel_error {fmt(row['rel_error'])}"
-    return f"{text} (in {seconds:.1f} s)"
+    return safe(f"{text} (in {seconds:.1f} s)")

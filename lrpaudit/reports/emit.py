@@ -1,13 +1,15 @@
 """Every artefact a command writes, in one place: the chosen reports, saved relevance maps, GitHub output.
 
-``ReportTargets.check()`` runs before the audit, so that an unwritable path fails in a second rather than after a
-long audit. ``write_reports`` writes each requested file all or nothing (see :mod:`._io`) and builds the Markdown
-summary only when a file or the GitHub job summary asks for it.
+``ReportTargets.check()`` runs before the audit, so that an unwritable path, two reports naming one file, or a
+report over one of the command's own inputs fails in a second rather than after a long audit. ``write_reports``
+writes every requested file as one (see :mod:`._io`: all of them or none) and builds the Markdown summary only
+when a file or the GitHub job summary asks for it.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +18,9 @@ import numpy as np
 
 from ..errors import OutputError
 from . import github
-from ._io import atomic_write, atomic_write_text, check_writable
-from .json_report import write_json
-from .junit import write_junit
+from ._io import Staging, atomic_write, check_writable
+from .json_report import to_json_text
+from .junit import build_junit
 from .markdown import build_markdown
 
 
@@ -31,46 +33,98 @@ class ReportTargets:
     markdown: Path | None = None
     relevance: Path | None = None  # --save-relevance (check only)
 
-    def check(self) -> None:
-        """Fail now (OutputError, exit 2) if any target cannot be written."""
-        for path in (self.json, self.junit, self.markdown):
-            if path is not None:
-                check_writable(path)
+    def check(self, models: Sequence = (), reads: Sequence = ()) -> None:
+        """Fail now (OutputError, exit 2) if any target cannot be written, if two targets are one file (two
+        reports, or the relevance maps of two ``models`` whose names share a stem), or if a target is a file
+        the command reads (``reads``: a model, a config, the inputs, a manifest)."""
+        named = [
+            (flag, path)
+            for flag, path in (
+                ("--json-report", self.json),
+                ("--junit-xml", self.junit),
+                ("--markdown", self.markdown),
+            )
+            if path is not None
+        ]
+        for _, path in named:
+            check_writable(path)
         if self.relevance is not None:
             check_writable(self.relevance, folders_made=True)
+            paths = relevance_paths(self.relevance, list(models) or [None])
+            for model, path in zip(list(models) or [None], paths):
+                named.append(("--save-relevance" + (f" (for {model})" if len(paths) > 1 else ""), path))
+        seen: dict[str, str] = {}
+        for flag, path in named:
+            key = os.path.realpath(path)
+            if key in seen:
+                raise OutputError(f"{seen[key]} and {flag} would both write {path}; give each its own file")
+            seen[key] = flag
+        for source in reads:
+            if source is not None and os.path.realpath(source) in seen:
+                flag = seen[os.path.realpath(source)]
+                raise OutputError(
+                    f"{flag} {source}: that is a file this command reads; refusing to overwrite it"
+                )
 
 
-def relevance_paths(target: Path, results: Sequence) -> list[Path]:
-    """One .npz per audited model: ``P`` for one model, ``P.<model stem>.npz`` for several."""
-    if len(results) == 1:
+def relevance_paths(target: Path, models: Sequence) -> list[Path]:
+    """One .npz per audited model (model paths or results): ``P`` for one model, ``P.<model stem>.npz`` for
+    several."""
+    target = Path(target)
+    if len(models) == 1:
         return [target]
-    return [target.with_name(f"{target.stem}.{Path(r.model_path).stem}.npz") for r in results]
+    stems = [Path(str(getattr(m, "model_path", m))).stem for m in models]
+    return [target.with_name(f"{target.stem}.{stem}.npz") for stem in stems]
 
 
-def save_relevance(path: Path, relevance: Mapping[str, np.ndarray]) -> None:
+def write_npz(out, arrays: Mapping[str, np.ndarray]) -> None:
+    """``np.savez`` without its keyword arguments: a graph input named ``file`` or ``allow_pickle`` is an array
+    name like any other."""
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+def save_relevance(path: Path, relevance: Mapping[str, np.ndarray], staging: Staging | None = None) -> None:
     """The input maps (plus ``targets`` and ``output_relevance``) as one .npz, written all or nothing."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    atomic_write(path, lambda out: np.savez(out, **relevance))
+    if staging is None:
+        atomic_write(path, lambda out: write_npz(out, relevance))
+    else:
+        staging.write(path, lambda out: write_npz(out, relevance))
 
 
 def write_reports(results: Sequence, report: dict, targets: ReportTargets, env=None) -> list[str]:
-    """Write what ``targets`` asks for; returns the GitHub annotation lines to print (none outside Actions)."""
+    """Write what ``targets`` asks for, all or nothing; returns the GitHub annotation lines to print (none
+    outside Actions).
+
+    Every file is written to a temp file first; only when all are written are they renamed into place together
+    (:class:`._io.Staging`), and the GitHub job summary is appended after that. A failure anywhere (a full disk
+    on the third file, a rename that fails, the summary) leaves no report behind and earlier reports as they were.
+    """
     env = env if env is not None else os.environ
-    if targets.relevance is not None:
-        for result, path in zip(results, relevance_paths(targets.relevance, results)):
-            save_relevance(path, result.relevance)
-    if targets.json is not None:
-        write_json(report, targets.json)
-    if targets.junit is not None:
-        write_junit(results, targets.junit)
     in_actions = github.in_github_actions(env)
     markdown = build_markdown(results) if targets.markdown is not None or in_actions else None
-    if targets.markdown is not None:
-        atomic_write_text(targets.markdown, markdown)
-    if not in_actions:
-        return []
-    github.append_step_summary(markdown, env)
-    return github.annotations(results, env=env)
+    with Staging() as staging:
+        if targets.relevance is not None:
+            for result, path in zip(results, relevance_paths(targets.relevance, results)):
+                save_relevance(path, result.relevance, staging)
+        if targets.json is not None:
+            staging.write(targets.json, _encoded(to_json_text(report)))
+        if targets.junit is not None:
+            staging.write(targets.junit, _encoded(build_junit(results)))
+        if targets.markdown is not None:
+            staging.write(targets.markdown, _encoded(markdown))
+        staging.commit()
+        if in_actions:  # a failure here still takes the reports back
+            github.append_step_summary(markdown, env)
+    return github.annotations(results, env=env) if in_actions else []
+
+
+def _encoded(text: str):
+    data = text.encode("utf-8")
+    return lambda out: out.write(data)

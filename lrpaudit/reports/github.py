@@ -1,5 +1,7 @@
 """GitHub Actions: ``::error`` annotations for the worst failures and the Markdown job summary.
 
+Every string in an annotation is first made one printable line (:func:`lrpaudit.display.safe`: control, format
+and separator characters become visible escapes), so a node name cannot end the command or start a new one.
 Annotations follow the workflow-command syntax ``::error file=F,line=L,col=C,title=T::MESSAGE``. Escaping follows
 ``@actions/core`` (command.ts): in the message ``%`` -> ``%25``, CR -> ``%0D``, LF -> ``%0A``; in property values
 additionally ``:`` -> ``%3A`` and ``,`` -> ``%2C``. GitHub shows at most 10 error annotations per step and drops
@@ -20,6 +22,7 @@ import os
 import re
 from pathlib import Path
 
+from ..display import safe
 from ..errors import OutputError
 from ._format import fmt
 from .ranking import Failure, ranked_failures
@@ -105,8 +108,8 @@ def annotations(results, limit: int = 10, env=None) -> list[str]:
         if failure.kind == "sample":
             title = "lrpaudit: end-to-end conservation"
         props["title"] = title
-        prop_text = ",".join(f"{key}={escape_property(value)}" for key, value in props.items())
-        lines.append(f"::error {prop_text}::{escape_data(message(failure))}")
+        prop_text = ",".join(f"{key}={escape_property(safe(value))}" for key, value in props.items())
+        lines.append(f"::error {prop_text}::{escape_data(safe(message(failure)))}")
     left = len(failures) - len(lines)
     if left > 0:
         lines.append(

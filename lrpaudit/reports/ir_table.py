@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from ..display import rich_text
 from ..ir import Graph, table_rows
 
 
@@ -13,7 +13,7 @@ def render_ir(graph: Graph, console: Console | None = None, assignment=None) -> 
     """The IR table; with a config ``assignment``, each node's rule and the config line that chose it."""
     console = console or Console(width=160 if assignment is None else 200)
     title = f"IR of {graph.source.get('path', '?')} (opset {graph.source.get('opset', '-')})"
-    table = Table(title=escape(title))
+    table = Table(title=rich_text(title), show_edge=True)
     headers = ["id", "op", "inputs", "outputs", "params", "origin"]
     if assignment is not None:
         headers += ["rule", "chosen by"]
@@ -27,10 +27,11 @@ def render_ir(graph: Graph, console: Console | None = None, assignment=None) -> 
                 rule.describe() + ("" if rule.bias == "absorb" else f" bias={rule.bias}") if rule else "-"
             )
             cells += [rule_text, assignment.sources.get(row["id"], "-")]
-        table.add_row(*(escape(cell) for cell in cells))
+        # op names (aten::linear) are shown as written: the table's border starts every line
+        table.add_row(*(rich_text(cell, framed=header == "origin") for header, cell in zip(headers, cells)))
     console.print(table)
     for note in graph.notes:
-        console.print(f"note: {escape(note)}", highlight=False)
+        console.print(rich_text(f"note: {note}"))
 
 
 def render_fidelity(result, console: Console | None = None) -> None:

@@ -27,11 +27,12 @@ from importlib import metadata
 from pathlib import Path
 
 from .._version import __version__
+from ..display import json_text
 from ..verdicts import CATEGORIES, ROW_FIELDS, rank_key
 from ._format import run_label
 from ._io import atomic_write_text
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 LAYER_KEYS = (
     "id",
     "op",
@@ -305,8 +306,9 @@ def build_report(results, environment: dict | None = None) -> dict:
 
 
 def to_json_text(report: dict) -> str:
-    """Strict JSON text (``NaN`` refused: ``ValueError``), 2-space indented, newline-terminated."""
-    return json.dumps(report, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    """Strict JSON text (``NaN`` refused: ``ValueError``), 2-space indented, newline-terminated; strings are exact,
+    with non-printable characters as ``\\u`` escapes (:func:`lrpaudit.display.json_text`)."""
+    return json_text(json.dumps(report, indent=2, allow_nan=False, ensure_ascii=False)) + "\n"
 
 
 def write_json(report: dict, path) -> Path:

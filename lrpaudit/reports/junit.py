@@ -19,11 +19,11 @@ wall time.
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..display import xml
 from ..verdicts import CATEGORY_WORDS, category_share, gated_metric, worst_row
 from ._format import fmt, model_name, run_label
 from ._io import atomic_write_text
@@ -33,12 +33,18 @@ FAILURE_TYPES = {
     "unexplained": "UnexplainedResidual",
     "non_finite": "NonFiniteRelevance",
 }
-_INVALID_XML = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def _text(value) -> str:
-    """XML 1.0 has no place for most control characters: replace them (ids come from model files)."""
-    return _INVALID_XML.sub("?", str(value))
+    """One safe line (:func:`lrpaudit.display.xml`): ids and paths come from files, and XML 1.0 has no place for
+    most control characters anyway."""
+    return xml(value)
+
+
+def _lines(lines: list[str]) -> str:
+    """A failure's text: each of our lines made safe on its own, then joined (a newline inside a name stays
+    escaped)."""
+    return "\n".join(xml(line) for line in lines)
 
 
 def _time(seconds) -> str:
@@ -73,12 +79,13 @@ def layer_failure(row: dict, gate: str, samples: int) -> tuple[str, str]:
         f"tolerance {fmt(row['tolerance'])}  passing tolerance {fmt(row.get('passing_tolerance'))}",
         f"r_received {fmt(row['r_received'], 8)}  r_passed {fmt(row['r_passed'], 8)}  leak {fmt(row['leak'], 6)}",
         f"absorbed_bias {fmt(row['absorbed_bias'], 6)}  absorbed_stabilizer {fmt(row['absorbed_stabilizer'], 6)}  "
-        f"degenerate {fmt(row['degenerate'], 6)}  residual {fmt(row['residual'], 6)}  scale {fmt(row['scale'], 6)}",
+        f"absorbed_softmax {fmt(row['absorbed_softmax'], 6)}  degenerate {fmt(row['degenerate'], 6)}  "
+        f"residual {fmt(row['residual'], 6)}  scale {fmt(row['scale'], 6)}",
         f"largest category: {_share(row)}",
     ]
     if row.get("hint"):
         lines.append(f"hint: {row['hint']}")
-    return message, "\n".join(lines)
+    return message, _lines(lines)
 
 
 def sample_failure(result, position: int) -> tuple[str, str, str]:
@@ -110,7 +117,7 @@ def sample_failure(result, position: int) -> tuple[str, str, str]:
         f"totals: {totals}",
     ]
     lines += [f"layer {row['id']}: {row['verdict']}, {row.get('hint') or ''}".rstrip(", ") for row in failing]
-    return kind, message, "\n".join(lines)
+    return kind, message, _lines(lines)
 
 
 def _classnames(results) -> list[str]:
@@ -168,7 +175,7 @@ def _suite(result, classname: str, timestamp: str) -> ET.Element:
             failure = ET.SubElement(
                 case, "failure", type=FAILURE_TYPES[row["verdict"]], message=_text(message)
             )
-            failure.text = _text(text)
+            failure.text = text
     for position, sample in enumerate(result.samples):
         name = f"end-to-end sample {sample.index} ({sample.source})"
         case = ET.SubElement(suite, "testcase", classname=_text(classname), name=_text(name))
@@ -178,9 +185,9 @@ def _suite(result, classname: str, timestamp: str) -> ET.Element:
             failures += 1
             kind, message, text = sample_failure(result, position)
             failure = ET.SubElement(case, "failure", type=kind, message=_text(message))
-            failure.text = _text(text)
+            failure.text = text
     if result.notes:
-        ET.SubElement(suite, "system-out").text = _text("\n".join(f"note: {note}" for note in result.notes))
+        ET.SubElement(suite, "system-out").text = _lines([f"note: {note}" for note in result.notes])
     for key, value in (
         ("tests", tests),
         ("failures", failures),

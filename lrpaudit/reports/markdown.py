@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import display
 from ..verdicts import (
     CATEGORY_WORDS,
     category_share,
@@ -27,13 +28,14 @@ MAX_DETAIL_ROWS = 400
 
 
 def _cell(value) -> str:
-    """A table cell: pipes escaped, newlines folded."""
-    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    """Text in a table cell or a list item: one safe line, Markdown and HTML syntax escaped (names come from
+    files: a node id cannot add a link, HTML, an emoji or a table column)."""
+    return display.markdown(value)
 
 
 def _code(value) -> str:
-    text = _cell(value).replace("`", "'")
-    return f"`{text}`"
+    """A code span (node ids, paths): one safe line; backticks cannot close it, pipes cannot split the row."""
+    return display.markdown_code(value)
 
 
 def _share(row: dict) -> str:
@@ -126,14 +128,16 @@ def _worst_table(results, limit: int) -> list[str]:
 def _details(result, max_rows: int) -> list[str]:
     rows = result.layer_rows()
     failing = sum(row["verdict"] != "pass" for row in rows)
+    # inside raw HTML (<summary>), Markdown escapes do not apply: HTML entities do
     summary = (
-        f"{_verdict(result.verdict)} {_cell(model_name(result))} [{_cell(run_label(result))}]: "
+        f"{_verdict(result.verdict)} {display.html(model_name(result))} [{display.html(run_label(result))}]: "
         f"all {len(rows)} layers ({failing} failing)"
     )
     head = ["#", "verdict", "layer", "op", "rule", "bias", "rule source", "rel_error", "rel_residual"]
     head += [
         "bias share",
         "stabilizer",
+        "softmax",
         "degenerate",
         "residual",
         "tolerance",
@@ -162,11 +166,12 @@ def _details(result, max_rows: int) -> list[str]:
             _cell(row["op"]),
             _cell(row["rule"]),
             _cell(row["bias_mode"]),
-            _cell(row["rule_source"]),
+            _code(row["rule_source"]),
             fmt(row["rel_error"]),
             fmt(row["rel_residual"]),
             share("absorbed_bias"),
             share("absorbed_stabilizer"),
+            share("absorbed_softmax"),
             share("degenerate"),
             fmt(row["residual"]),
             fmt(row["tolerance"]),

@@ -6,18 +6,25 @@ import re
 
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ..display import rich_text, safe
 from ..verdicts import CATEGORY_WORDS, category_share, ordered_rows, severity_then_figure, worst_row
 from ._format import fmt
 
 VERDICT_STYLE = {"pass": "green", "fail": "red", "unexplained": "bold magenta", "non_finite": "bold red"}
 COMPACT_RULE_WIDTH = 19
+SHARE_HEADERS = {
+    "absorbed_bias": "bias share",
+    "absorbed_stabilizer": "stab share",
+    "absorbed_softmax": "smax share",
+    "degenerate": "degenerate",
+}
 SHORT_WORDS = {
     "absorbed_bias": "bias",
     "absorbed_stabilizer": "stab",
+    "absorbed_softmax": "smax",
     "degenerate": "degen",
     "residual": "resid",
 }
@@ -49,10 +56,19 @@ def _exact_passthrough(row: dict) -> bool:
     )
 
 
+def has_softmax_share(rows) -> bool:
+    """Whether the softmax (Taylor) share needs a column: some row runs the taylor rule or has such a share."""
+    return any(row["rule"] == "taylor" or row["absorbed_softmax"] != 0 for row in rows)
+
+
 def render_layers(result, console: Console, verbose: bool = False) -> None:
-    """The per-layer conservation table of one audit."""
+    """The per-layer conservation table of one audit (``-v``: every accounting column; the softmax share only
+    for graphs that have one)."""
     rows = ordered_rows(result.layer_rows(), result.tolerance.gate)
-    title = escape(
+    shares = ["absorbed_bias", "absorbed_stabilizer", "absorbed_softmax", "degenerate"]
+    if not has_softmax_share(rows):
+        shares.remove("absorbed_softmax")
+    title = rich_text(
         f"{result.model_path}  [{result.config.get('name', 'rules')}]  {result.dtype}, gate {result.tolerance.gate}"
     )
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
@@ -65,15 +81,7 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
     table.add_column("rule", overflow="fold", max_width=COMPACT_RULE_WIDTH if not verbose else 36)
     if verbose:
         table.add_column("bias")
-        for header in (
-            "r_received",
-            "r_passed",
-            "leak",
-            "bias share",
-            "stab share",
-            "degenerate",
-            "residual",
-        ):
+        for header in ("r_received", "r_passed", "leak", *(SHARE_HEADERS[key] for key in shares), "residual"):
             table.add_column(header, justify="right")
     table.add_column("rel_error", justify="right")
     if verbose:
@@ -86,21 +94,11 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
         if not verbose and _exact_passthrough(row):
             hidden += 1
             continue
-        cells = [escape(row["id"]), row["op"], escape(short_rule(row) if not verbose else row["rule"])]
+        cells = [rich_text(row["id"]), rich_text(row["op"])]
+        cells.append(rich_text(short_rule(row) if not verbose else row["rule"]))
         if verbose:
-            cells.append(row["bias_mode"])
-            cells += [
-                fmt(row[k])
-                for k in (
-                    "r_received",
-                    "r_passed",
-                    "leak",
-                    "absorbed_bias",
-                    "absorbed_stabilizer",
-                    "degenerate",
-                    "residual",
-                )
-            ]
+            cells.append(rich_text(row["bias_mode"]))
+            cells += [fmt(row[k]) for k in ("r_received", "r_passed", "leak", *shares, "residual")]
         cells.append(fmt(row["rel_error"]))
         if verbose:
             cells += [fmt(row["rel_residual"]), fmt(row["tolerance"])]
@@ -112,7 +110,7 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
         console.print(f"  ({hidden} pass/route layers conserve exactly; -v shows them)", highlight=False)
     hints = [r for r in rows if r["verdict"] != "pass" and r.get("hint")]
     for row in hints[:10]:
-        console.print(f"  hint: {escape(row['hint'])}", highlight=False)
+        console.print(rich_text(f"  hint: {row['hint']}"))
     if len(hints) > 10:
         console.print(f"  ... and {len(hints) - 10} more failing layers (see -v or the JSON report)")
 
@@ -122,28 +120,20 @@ def render_samples(result, console: Console) -> None:
     gate = result.tolerance.gate
     samples = sorted(result.samples, key=lambda s: severity_then_figure(s.verdict, s.end_to_end(gate)))[:10]
     table = Table(title="end to end (worst samples)", title_justify="left", pad_edge=False, show_edge=False)
-    for header in (
-        "sample",
-        "target",
-        "r_output",
-        "r_input",
-        "rel_error",
-        "bias",
-        "stabilizer",
-        "degenerate",
-        "verdict",
-    ):
+    totals = {"absorbed_bias": "bias", "absorbed_stabilizer": "stabilizer", "absorbed_softmax": "softmax"}
+    totals["degenerate"] = "degenerate"
+    if not has_softmax_share(result.layer_rows()):
+        del totals["absorbed_softmax"]
+    for header in ("sample", "target", "r_output", "r_input", "rel_error", *totals.values(), "verdict"):
         table.add_column(header, justify="right" if header not in ("sample", "verdict") else "left")
     for s in samples:
         table.add_row(
-            s.source,
+            rich_text(s.source),
             str(s.target),
             fmt(s.r_output),
             fmt(s.r_input),
             fmt(s.rel_error),
-            fmt(s.totals["absorbed_bias"]),
-            fmt(s.totals["absorbed_stabilizer"]),
-            fmt(s.totals["degenerate"]),
+            *(fmt(s.totals[key]) for key in totals),
             Text(s.verdict.upper(), style=VERDICT_STYLE[s.verdict]),
         )
     console.print(table)
@@ -160,8 +150,8 @@ def render_checks(result, console: Console) -> None:
         table.add_column(header)
     for check in result.rule_checks:
         table.add_row(
-            check.node_id,
-            check.rule,
+            rich_text(check.node_id),
+            rich_text(check.rule),
             f"{check.units_checked}/{check.units_total}",
             fmt(check.max_abs_dev),
             fmt(check.rel_dev),
@@ -181,4 +171,10 @@ def summary_line(result) -> str:
         worst = worst_row(failed, result.tolerance.gate)
         category = CATEGORY_WORDS.get(worst.get("largest_category") or "", "-")
         body += f"; worst {worst['id']} rel_error {fmt(worst['rel_error'])} ({category})"
-    return f"{head}: {body}"
+    return safe(f"{head}: {body}")
+
+
+def render_notes(result, console: Console) -> None:
+    """The audit's notes (they quote node ids and file paths: shown as written)."""
+    for note in result.notes:
+        console.print(rich_text(f"note: {note}"))

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from ..errors import ConfigError, UnsupportedOpError
 from ..ir import LINEAR_TYPE, Graph, Node
+from .attention import resolve
 from .spec import RULES, Rule, default_rule
 
 RuleChoice = Rule | Mapping[str, Rule] | Callable[[Node], Rule | None]
@@ -70,13 +71,13 @@ def assign(graph: Graph, choice) -> Assignment:
             missing.append(node)
             continue
         if rule is None:
-            rule, source = default_rule(node.op, chooser.default_bias), "default"
+            rule, source = default_rule(node.op, chooser.default_bias, node.attrs), "default"
         if rule is None:
             unsupported.append((node.id, node.op))
             continue
         if node.op not in RULES[rule.name].ops:
             raise ConfigError(f"node {node.id!r}: rule {rule.name!r} does not apply to op {node.op!r}")
-        rules[node.id] = rule
+        rules[node.id] = resolve(graph, node, rule)
         sources[node.id] = source
     if missing:
         raise chooser.missing_error(missing)

@@ -1,4 +1,4 @@
-"""Rules for the non-linear-type ops (``rules/elementwise.py``): pass, routing, proportional add, bias neuron, gate, winner-take-all.
+"""Rules for the non-linear-type ops: pass, routing, proportional add, bias neuron, gate, winner-take-all.
 
 Each handler gets the node's input activations, its output, the relevance arriving at the output and its rule,
 and returns the relevance per input plus the per-sample bias / stabilizer / degenerate shares of the leak.
@@ -15,17 +15,20 @@ from ..errors import UnsupportedOpError
 from ..ir import Node
 from ..ops import run_op
 from .numeric import per_sample, stabilized_split
-from .spec import RULES, Rule
+from .spec import Rule
 
 Tensor = torch.Tensor
 
 
 @dataclass
 class OpResult:
+    """Relevance per input and the per-sample shares of the leak (None: the rule has no such share)."""
+
     r_in: list[Tensor]
     absorbed_bias: Tensor | None = None
     absorbed_stabilizer: Tensor | None = None
     degenerate: Tensor | None = None
+    absorbed_softmax: Tensor | None = None
 
 
 Handler = Callable[[Node, list[Tensor], Tensor, Tensor, Rule, dict], OpResult]
@@ -46,16 +49,35 @@ def pass_through(node, inputs, z, r_out, rule, params) -> OpResult:
 
 
 def route(node, inputs, z, r_out, rule, params) -> OpResult:
-    """The op's transpose applied to R (exactly the gradient of a linear routing op)."""
+    """The op's transpose applied to R (exactly the gradient of a linear routing op).
+
+    Output positions held by constants (constant padding, concat'ed constant parts such as a class token,
+    ``where``'s constant operand) keep their relevance: that share is ``sum R`` over those positions, found by
+    running the op on all-ones activations with the constants set to zero.
+    """
     probes = [x.detach().clone().requires_grad_(True) for x in inputs]
     with torch.enable_grad():
         out = run_op(node.op, probes, node.attrs, params)
         grads = torch.autograd.grad(out, probes, r_out, allow_unused=True)
     r_in = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
-    padding = None
-    if node.op == "pad" and node.attrs.get("mode", "constant") == "constant":
-        padding = per_sample(r_out) - per_sample(r_in[0])
-    return OpResult(r_in, absorbed_bias=padding)
+    constants = _constant_positions(node, inputs, params)
+    held = None if constants is None else per_sample(torch.where(constants, r_out, 0.0))
+    return OpResult(r_in, absorbed_bias=held)
+
+
+def _constant_positions(node: Node, inputs: list[Tensor], params: dict) -> Tensor | None:
+    """Where a routing op's output comes from a constant (None: it has no constant parts)."""
+    attrs, zeroed = node.attrs, dict(params)
+    if node.op == "pad" and attrs.get("mode", "constant") == "constant":
+        attrs = {**attrs, "value": 0.0}
+    elif node.op == "concat" and attrs.get("constants"):
+        zeroed.update({name: torch.zeros_like(params[name]) for _, name in attrs["constants"]})
+    elif node.op == "where" and len(inputs) == 1:
+        zeroed["other"] = torch.zeros_like(params["other"])
+    else:
+        return None
+    ones = [torch.ones_like(x) for x in inputs]
+    return run_op(node.op, ones, attrs, zeroed) == 0
 
 
 def winner_take_all(node, inputs, z, r_out, rule, params) -> OpResult:
@@ -76,9 +98,15 @@ def bias_neuron(node, inputs, z, r_out, rule, params) -> OpResult:
     pre = x + torch.zeros_like(const) if rule.bias == "ignore" else z
     grad, stab_share, degenerate = stabilized_split(pre, r_out, float(rule.get("stabilizer")))
     carried = pre if rule.bias != "absorb" else x + torch.zeros_like(const)
-    r_x = unbroadcast(carried * grad, tuple(x.shape))
-    bias_share = per_sample(grad * const) if rule.bias == "absorb" else torch.zeros_like(stab_share)
+    # An additive mask (-inf, finfo.min) meets no relevance where it masks: 0 there, never 0 * inf = NaN.
+    r_x = unbroadcast(_where_relevant(grad, carried * grad), tuple(x.shape))
+    bias_share = per_sample(_where_relevant(grad, grad * const)) if rule.bias == "absorb" else None
     return OpResult([r_x], absorbed_bias=bias_share, absorbed_stabilizer=stab_share, degenerate=degenerate)
+
+
+def _where_relevant(grad: Tensor, value: Tensor) -> Tensor:
+    """``value`` where relevance arrived (``grad != 0``), else 0."""
+    return torch.where(grad != 0, value, 0.0)
 
 
 def gate(node, inputs, z, r_out, rule, params) -> OpResult:
@@ -87,7 +115,7 @@ def gate(node, inputs, z, r_out, rule, params) -> OpResult:
     if gate_index is None:
         raise UnsupportedOpError(
             f"node {node.id!r}: mul of two activations where neither is a recognizable gate (sigmoid, "
-            "hardsigmoid, ...); no LRP rule for a general product (AttnLRP rules are not in v1)"
+            "hardsigmoid, ...): the gate rule needs one (use uniform or constant_factor)"
         )
     gated = 1 - gate_index
     r_in = [torch.zeros_like(x) for x in inputs]
@@ -103,11 +131,3 @@ HANDLERS: dict[str, Handler] = {
     "bias_neuron": bias_neuron,
     "gate": gate,
 }
-
-
-def handler_for(rule: Rule) -> Handler:
-    if rule.name not in HANDLERS:
-        raise UnsupportedOpError(
-            f"rule {rule.name!r} has no handler for non-linear ops ({RULES[rule.name].ops})"
-        )
-    return HANDLERS[rule.name]

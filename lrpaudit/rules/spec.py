@@ -8,11 +8,12 @@ formula and conservation behaviour.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..ir import ACTIVATION_OPS, LINEAR_TYPE, POOLS, ROUTING_OPS
+from ..ir import ACTIVATION_OPS, LINEAR_TYPE, NORMS, POOLS, PRODUCTS, ROUTING_OPS
 
 BIAS_MODES = ("absorb", "ignore", "distribute")
 
@@ -126,8 +127,9 @@ RULES: dict[str, RuleSpec] = {
             "route",
             {},
             tuple(sorted(ROUTING_OPS)),
-            "relevance moves back with its position (the op's transpose); constant padding keeps its share",
-            "exactly (constant padding: its share is reported as absorbed_bias)",
+            "relevance moves back with its position (the op's transpose); positions held by constants (pad "
+            "values, concat'ed class tokens, where's constant operand) keep theirs",
+            "exactly, except the constant positions' share (reported as absorbed_bias)",
             has_bias=False,
         ),
         RuleSpec(
@@ -136,6 +138,45 @@ RULES: dict[str, RuleSpec] = {
             ("mul",),
             "x * gate: the gate is a constant; all relevance goes to x",
             "exactly",
+            has_bias=False,
+        ),
+        # Transformer rules (DESIGN section 12; AttnLRP, Achtibat et al. 2024; CP-LRP, Ali et al. 2022).
+        RuleSpec(
+            "norm_identity",
+            {"epsilon": 1e-6},
+            NORMS,
+            "y = g (x - mu) / sigma + beta with sigma constant (mu stays in the map: it is linear in x):  "
+            "epsilon on the linear map x -> g (x - mu) / sigma with bias beta;  "
+            "R_x = x * C(g / sigma * R / (y + eps sign y)),  C = the centring (identity for RMSNorm)",
+            "the beta share leaks under absorb (ignore/distribute conserve) and the eps share; RMSNorm "
+            "without beta: up to eps",
+        ),
+        RuleSpec(
+            "taylor",
+            {},
+            ("softmax",),
+            "s = softmax(x):  R_x = x * (R - s * sum R) along the axis (AttnLRP Prop. 3.1, Taylor at x); "
+            "masked logits (s = 0: -inf, finfo.min) get nothing",
+            "leaks the Taylor bias sum_j R_j (1 - x_j + sum_i s_i x_i), reported as absorbed_softmax",
+            has_bias=False,
+        ),
+        RuleSpec(
+            "uniform",
+            {"epsilon": 1e-6},
+            PRODUCTS,
+            "o = a * b (matmul, einsum, mul of activations):  each factor gets half: "
+            "R_a = a * d o/d a^T (R / (o + eps sign o)) / 2, likewise R_b  (AttnLRP Prop. 3.2/3.3)",
+            "up to the eps share",
+            has_bias=False,
+        ),
+        RuleSpec(
+            "constant_factor",
+            {"epsilon": 1e-6, "factor": -1.0},
+            PRODUCTS,
+            "one factor is a constant gate, all relevance to the other through its linear map: "
+            "R_v = v * A^T (R / (o + eps sign o)) for o = A v (CP-LRP);  factor -1: the attention weights "
+            "(a softmax output) or else a gate (an activation output), 0 / 1: the first / second factor",
+            "up to the eps share; relevance reaching a product with no constant factor is an error",
             has_bias=False,
         ),
     )
@@ -189,18 +230,26 @@ def validate_rule(rule: Rule) -> None:
     for key in ("epsilon", "stabilizer", "gamma", "alpha", "beta"):
         if key in rule.params and rule.params[key] < 0:
             raise ConfigError(f"rule {rule.name}: parameter {key} must be >= 0, got {rule.params[key]}")
+    if rule.name == "constant_factor" and rule.params.get("factor", -1) not in (-1, 0, 1):
+        raise ConfigError(
+            f"rule constant_factor: factor must be -1 (auto), 0 or 1, got {rule.params['factor']}"
+        )
     if rule.name == "alphabeta":
         alpha, beta = float(rule.get("alpha")), float(rule.get("beta"))
         if abs(alpha - beta - 1.0) > 1e-12:
             raise ConfigError(f"rule alphabeta: alpha - beta must be 1 (got alpha={alpha}, beta={beta})")
 
 
-def default_rule(op: str, bias: str = "absorb") -> Rule | None:
+def default_rule(op: str, bias: str = "absorb", attrs: Mapping[str, Any] | None = None) -> Rule | None:
     """The rule an op gets when the config does not name one (None: linear-type nodes must be configured).
 
-    ``bias`` is the configured default bias mode, for default rules with a bias term (``bias_neuron``).
+    ``bias`` is the configured default bias mode, for default rules with a bias term (``bias_neuron``,
+    ``norm_identity``). The transformer ops get AttnLRP's rules; a ``mul`` whose ``attrs["gate"]`` names a
+    recognized gate keeps ``gate``, any other product of two activations gets ``uniform``.
     """
-    for name in ("pass", "route", "gate", "winner_take_all", "bias_neuron"):
+    if op == "mul":
+        return Rule("gate") if (attrs or {}).get("gate") is not None else Rule("uniform")
+    for name in ("pass", "route", "winner_take_all", "bias_neuron", "norm_identity", "taylor", "uniform"):
         if op in RULES[name].ops:
             return Rule(name, bias=bias if RULES[name].has_bias else "absorb")
     if op in POOLS or op == "add":

@@ -604,13 +604,17 @@ def test_quiet_prints_only_the_verdict_line():
 
 def test_several_models_one_report(tmp_path):
     maps = tmp_path / "maps.npz"
+    # the TorchScript twin under a name of its own: two models sharing a stem would both write
+    # maps.digits_cnn.npz, which is refused before the audit (tests/robustness/test_reports_atomic.py)
+    pt = tmp_path / "digits_cnn_ts.pt"
+    pt.write_bytes(CNN_PT.read_bytes())
     result = invoke(
-        CNN_ONNX, MLP_ONNX, CNN_PT, "--preset", "conservative", "--random", "2", "--format", "json",
+        CNN_ONNX, MLP_ONNX, pt, "--preset", "conservative", "--random", "2", "--format", "json",
         "--save-relevance", maps,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = report_of(result)
-    assert [run["model"]["path"] for run in report["runs"]] == [str(CNN_ONNX), str(MLP_ONNX), str(CNN_PT)]
+    assert [run["model"]["path"] for run in report["runs"]] == [str(CNN_ONNX), str(MLP_ONNX), str(pt)]
     assert report["summary"]["runs"] == 3 and report["summary"]["samples"] == 6
     assert [run["model"]["format"] for run in report["runs"]] == ["onnx", "onnx", "torchscript"]
     verdicts = [line for line in result.stderr.splitlines() if "PASS:" in line]

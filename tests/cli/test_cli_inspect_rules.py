@@ -55,3 +55,28 @@ def test_inspect_rejects_config_and_preset_together(tmp_path):
     config.write_text("version: 1\nextends: epsilon\n")
     result = CliRunner().invoke(main, ["inspect", str(CNN), "-c", str(config), "--preset", "zero"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_rules_lists_the_transformer_rules_with_their_ops_and_leaks():
+    from tests.helpers.cli import run_cli
+
+    result = run_cli("rules")
+    assert result.exit_code == 0, result.output
+    entries: dict[str, list[str]] = {}
+    for line in result.stdout.splitlines():
+        if not line.startswith(" "):
+            name = line
+            entries[name] = []
+        else:
+            entries[name].append(line.strip())
+    expected_ops = {
+        "norm_identity": "layernorm, groupnorm",
+        "taylor": "softmax",
+        "uniform": "matmul, einsum, mul",
+        "constant_factor": "matmul, einsum, mul",
+    }
+    for rule, ops in expected_ops.items():
+        assert f"ops:        {ops}" in entries[rule], entries.get(rule)
+    assert any("absorbed_softmax" in line for line in entries["taylor"])
+    assert "bias modes: absorb, ignore, distribute" in entries["norm_identity"]
+    assert any("where" in line for line in entries["route"])

@@ -460,19 +460,31 @@ def test_extends_preset(here, graph):
 
 
 def test_extends_relative_path_chain(here, graph):
-    write(here, "version: 1\nextends: epsilon\ndtype: float32\nbias: ignore\n", "shared/base.yaml")
-    write(here, "version: 1\nextends: ../shared/base.yaml\ntolerance:\n  layer_rtol: 0.01\n", "cfg/mid.yaml")
+    """Each path is relative to the file that names it (mid.yaml's shared/ is cfg/shared/); extends stays inside
+    the extending file's folder, so a sibling folder (../shared) is refused (README: Security)."""
+    write(here, "version: 1\nextends: epsilon\ndtype: float32\nbias: ignore\n", "cfg/shared/base.yaml")
+    write(here, "version: 1\nextends: shared/base.yaml\ntolerance:\n  layer_rtol: 0.01\n", "cfg/mid.yaml")
     write(here, "version: 1\nextends: mid.yaml\nbias: distribute\n", "cfg/lrp.yaml")
     config = load_config("cfg/lrp.yaml")
     assert (config.dtype, config.bias, config.layer_rtol) == ("float32", "distribute", 0.01)
-    assert config.sources["dtype"] == "shared/base.yaml:3"
+    assert config.sources["dtype"] == "cfg/shared/base.yaml:3"
     assert config.sources["bias"] == "cfg/lrp.yaml:3"
     assert config.sources["layer_rtol"] == "cfg/mid.yaml:4"
     assert config.sources["init"] == "default"
     assignment = config.assign(graph)
     assert assignment.rules["/conv1/Conv"].name == "epsilon"
     assert assignment.rules["/conv1/Conv"].bias == "distribute"  # the child's global bias beats the parent's
-    assert [item["file"] for item in config.chain][:3] == ["cfg/lrp.yaml", "cfg/mid.yaml", "shared/base.yaml"]
+    assert [item["file"] for item in config.chain][:3] == [
+        "cfg/lrp.yaml",
+        "cfg/mid.yaml",
+        "cfg/shared/base.yaml",
+    ]
+    write(here, "version: 1\nextends: epsilon\n", "shared/base.yaml")
+    write(here, "version: 1\nextends: ../shared/base.yaml\n", "cfg/sibling.yaml")
+    with pytest.raises(
+        ConfigError, match=r"^cfg/sibling\.yaml:2:10: extends: \.\./shared/base\.yaml: leaves"
+    ):
+        load_config("cfg/sibling.yaml")
 
 
 def test_extends_cycle(here):
@@ -763,10 +775,10 @@ def test_packaging_ships_every_package_and_the_presets():
 def test_unreadable_file(here, monkeypatch):
     write(here, RULES_OK)
 
-    def denied(self):
+    def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    monkeypatch.setattr("lrpaudit.files.os.open", denied)
     with pytest.raises(ConfigError, match=r"^lrp\.yaml: cannot read: Permission denied$"):
         load_config("lrp.yaml")
 
@@ -820,3 +832,66 @@ def test_command_line_overrides_are_checked(values, fragment):
 def test_long_strings_are_quoted_briefly(here):
     error = config_error("version: 1\nexplain: " + "x" * 500 + "\n", here)
     assert len(str(error)) < 250 and "..." in str(error)
+
+
+# ------------------------------------------------------------------------------------------------ transformer ops
+
+
+def test_transformer_rules_in_a_config(here):
+    """The new ops are matched by name like any op; their rules take their own parameters and bias modes."""
+    from tests.helpers.transformer_ir import transformer
+
+    write(
+        here,
+        """
+        version: 1
+        bias: ignore
+        rules:
+          - match: {op: linear}
+            rule: zero
+          - match: {op: layernorm}
+            rule: norm_identity
+            bias: distribute
+          - match: {name: "blocks.0.attn.context"}
+            rule: constant_factor
+            factor: 0
+          - match: {op: [matmul, einsum, mul]}
+            rule: uniform
+            epsilon: 1.0e-3
+        """,
+    )
+    model = transformer("vit", seed=1)
+    assignment = load_config("lrp.yaml").assign(model.graph)
+    rules, sources = assignment.rules, assignment.sources
+    assert (rules["blocks.0.ln1"].name, rules["blocks.0.ln1"].bias) == ("norm_identity", "distribute")
+    assert (
+        rules["blocks.0.attn.context"].get("factor") == 0 and rules["blocks.0.attn.scores"].name == "uniform"
+    )
+    assert rules["blocks.0.attn.softmax"].name == "taylor" and sources["blocks.0.attn.softmax"] == "default"
+    assert (
+        rules["embed.pos"].name == "bias_neuron" and rules["embed.pos"].bias == "ignore"
+    )  # the default mode
+    assert sources["blocks.0.attn.context"] == "lrp.yaml:9"
+    assert assignment.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "path", "fragment"),
+    [
+        (
+            "{op: softmax}\n    rule: uniform",
+            "rules[0].match.op[0]",
+            "rule 'uniform' does not apply to op 'softmax'",
+        ),
+        (
+            "{op: matmul}\n    rule: constant_factor\n    factor: 2",
+            "rules[0]",
+            "factor must be -1 (auto), 0 or 1",
+        ),
+        ("{op: layernorm}\n    rule: norm_identity\n    alpha: 1", "rules[0].alpha", "takes: epsilon"),
+        ("{op: layer_norm}\n    rule: norm_identity", "rules[0].match.op[0]", "did you mean 'layernorm'"),
+        ("{position: first}\n    rule: taylor", "rules[0].match.position", "rule 'taylor' does not apply"),
+    ],
+)
+def test_transformer_rule_errors_name_the_entry(here, entry, path, fragment):
+    assert_error(f"version: 1\nrules:\n  - match: {entry}\n", here, "lrp.yaml:", path, fragment)

@@ -37,37 +37,72 @@ def _mlp_with(middle: list[Node], out_in: str) -> Graph:
 # ---------------------------------------------------------------- ops without a rule
 
 
-def test_softmax_in_the_middle_is_refused_naming_the_node():
-    graph = _mlp_with([Node("attn_softmax", "softmax", ["h"], ["p"], {"axis": -1})], "p")
-    with pytest.raises(UnsupportedOpError, match="attn_softmax") as info:
+def test_log_softmax_in_the_middle_is_refused_naming_the_node():
+    graph = _mlp_with([Node("attn_logsoftmax", "log_softmax", ["h"], ["p"], {"axis": -1})], "p")
+    with pytest.raises(UnsupportedOpError, match="attn_logsoftmax") as info:
         propagate(graph, {"x": _x()}, Rule("epsilon"))
-    assert "softmax" in str(info.value)
+    assert "log_softmax" in str(info.value)
     assert isinstance(info.value, LrpauditError) and info.value.exit_code == 2
 
 
-def test_matmul_of_two_activations_is_refused_naming_the_node():
-    graph = Graph(
-        ["x"],
-        ["y"],
-        [
-            Node("q", "linear", ["x"], ["qv"], {}, {"weight": _w(3, 3)}),
-            Node("k", "reshape", ["x"], ["kv"], {"shape": (2, 3, 1)}),
-            Node("scores", "matmul", ["qv", "kv"], ["y"]),
-        ],
-    )
-    with pytest.raises(UnsupportedOpError, match="scores"):
-        propagate(graph, {"x": _x()}, Rule("epsilon"))
-
-
-def test_mul_of_two_activations_without_a_gate_is_refused_naming_the_node():
+def _transformer_ops_graph() -> Graph:
     middle = [
-        Node("a", "relu", ["h"], ["ha"]),
-        Node("product", "mul", ["ha", "h"], ["p"]),
+        Node("norm", "layernorm", ["h"], ["n"], {"axes": (-1,), "eps": 1e-5}, {"bias": _w(4, seed=3)}),
+        Node("probs", "softmax", ["n"], ["p"], {"axis": -1}),
+        Node("sig", "sigmoid", ["n"], ["g"]),
+        Node("gated", "mul", ["n", "g"], ["ng"]),
+        Node("lin", "linear", ["n"], ["l"], {}, {"weight": _w(4, 4, seed=5)}),
+        Node("product", "mul", ["l", "n"], ["m"]),
+        Node("both", "add", ["m", "ng"], ["s"]),
+        Node("col", "reshape", ["s"], ["mc"], {"shape": (-1, 4, 1)}),
+        Node("row", "reshape", ["p"], ["pr"], {"shape": (-1, 1, 4)}),
+        Node("outer", "matmul", ["mc", "pr"], ["o"]),
+        Node("flat", "reshape", ["o"], ["of"], {"shape": (-1, 16)}),
+        Node("fc_mid", "linear", ["of"], ["q"], {}, {"weight": _w(4, 16, seed=4)}),
     ]
-    graph = mark_gates(_mlp_with(middle, "p"))
+    return mark_gates(_mlp_with(middle, "q"))
+
+
+LINEAR_RULES = {name: Rule("epsilon") for name in ("fc1", "lin", "fc_mid", "fc2")}
+
+
+def test_transformer_ops_get_attnlrp_rules_by_default():
+    from lrpaudit.rules.assign import assign
+
+    graph = _transformer_ops_graph()
+    rules = assign(graph, Rule("epsilon")).rules
+    chosen = {node_id: rules[node_id].name for node_id in ("norm", "probs", "gated", "product", "outer")}
+    assert chosen == {
+        "norm": "norm_identity",
+        "probs": "taylor",
+        "gated": "gate",  # a recognized gate keeps its rule
+        "product": "uniform",
+        "outer": "uniform",
+    }
+    prop = propagate(graph, {"x": _x()}, Rule("epsilon"))
+    assert all(bool(torch.isfinite(r.residual).all()) for r in prop.records)
+
+
+def test_the_gate_rule_on_a_product_without_a_gate_is_refused_naming_the_node():
+    graph = _transformer_ops_graph()
     assert graph.node("product").attrs.get("gate") is None  # neither input is a bounded gate
     with pytest.raises(UnsupportedOpError, match="product"):
-        propagate(graph, {"x": _x()}, Rule("epsilon"))
+        propagate(graph, {"x": _x()}, dict(LINEAR_RULES, product=Rule("gate")))
+
+
+def test_constant_factor_finds_the_attention_weights_and_refuses_a_product_without_a_constant():
+    from lrpaudit.rules.assign import assign
+
+    graph = _transformer_ops_graph()
+    cp = dict(LINEAR_RULES, outer=Rule("constant_factor"), product=Rule("constant_factor"))
+    cp["gated"] = Rule("constant_factor")
+    rules = assign(graph, cp).rules
+    assert rules["outer"].get("factor") == 1  # the softmax output, seen through a reshape
+    assert rules["product"].get("factor") == -1  # neither factor is a softmax or an activation output
+    assert rules["gated"].get("factor") == 1  # the recognized gate
+    with pytest.raises(ConfigError, match="product.*factor: 0 or 1"):
+        propagate(graph, {"x": _x()}, cp)
+    propagate(graph, {"x": _x()}, dict(cp, product=Rule("constant_factor", factor=0)))
 
 
 def test_mul_with_a_sigmoid_gate_sends_everything_to_the_gated_input():
@@ -217,8 +252,12 @@ def test_trailing_softmax_is_stripped_and_noted(op):
         ],
     )
     x = _x(batch=2, n=4)
-    with pytest.raises(UnsupportedOpError, match="out_softmax"):
-        propagate(graph, {"x": x}, Rule("epsilon"))
+    if op == "log_softmax":
+        with pytest.raises(UnsupportedOpError, match="out_softmax"):
+            propagate(graph, {"x": x}, Rule("epsilon"))
+    else:  # explaining the probability: the Taylor rule, its leak explained
+        out = {r.node_id: r for r in propagate(graph, {"x": x}, Rule("epsilon")).records}["out_softmax"]
+        assert float(out.residual.abs().max()) <= 1e-12 and float(out.absorbed_softmax.abs().max()) > 0
     stripped = strip_output_softmax(graph)
     assert stripped.outputs == ["logits"]
     assert [n.op for n in stripped.nodes] == ["linear"]

@@ -173,3 +173,42 @@ def test_verify_rules_detects_flat_on_pools_using_the_pool_weights(monkeypatch):
     }
     assert checks["pool1"].rel_dev > 1e-3 and checks["pool2"].rel_dev > 1e-3
     assert checks["conv1"].rel_dev <= 1e-10
+
+
+# ---------------------------------------------------------------- the transformer rules
+
+
+@pytest.mark.parametrize("preset", ["attnlrp", "cp-lrp", "conservative"])
+@pytest.mark.parametrize("kind", ["vit", "bert", "llama"])
+def test_verify_rules_checks_the_transformer_rules(kind, preset):
+    from lrpaudit.config import load_config
+    from tests.helpers.transformer_ir import transformer
+
+    model = transformer(kind, seed=2)
+    checks = verify_rules(model.graph, {"tokens": model.example(1)}, load_config(preset=preset))
+    checked = {c.rule.split("(")[0] for c in checks}
+    assert {"norm_identity", "taylor", "uniform" if preset == "attnlrp" else "constant_factor"} <= checked
+    for check in checks:
+        assert check.rel_dev <= 1e-10, (check.node_id, check.rule, check.rel_dev)
+
+
+@pytest.mark.parametrize("rule", ["norm_identity", "taylor", "uniform", "constant_factor"])
+def test_verify_rules_detects_an_altered_transformer_rule(monkeypatch, rule):
+    """An engine handler whose relevance is off by 1% on one input is caught at every node it runs on."""
+    from lrpaudit.config import load_config
+    from lrpaudit.rules import dispatch
+    from tests.helpers.transformer_ir import transformer
+
+    original = dispatch.HANDLERS[rule]
+
+    def skewed(*args):
+        result = original(*args)
+        result.r_in[-1] = result.r_in[-1] * 1.01
+        return result
+
+    monkeypatch.setitem(dispatch.HANDLERS, rule, skewed)
+    model = transformer("vit", seed=2)
+    preset = "cp-lrp" if rule == "constant_factor" else "attnlrp"
+    checks = verify_rules(model.graph, {"tokens": model.example(1)}, load_config(preset=preset))
+    hits = [c for c in checks if c.rule.startswith(rule) and c.scale > 0]
+    assert hits and all(c.rel_dev > 1e-4 for c in hits), [(c.node_id, c.rel_dev) for c in hits]

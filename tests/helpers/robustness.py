@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from lrpaudit.reports.schema_check import validate_report
 from tests.helpers.cli import run_cli
 from tests.helpers.onnx_builders import make_model
 
@@ -115,3 +117,25 @@ def externalize(model: onnx.ModelProto, location: str, index: int = 0) -> tuple[
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
     return out, raw
+
+
+def model_file(folder: Path, model: onnx.ModelProto, name: str = "model.onnx") -> Path:
+    return write(model, folder / name)
+
+
+def strict_json(text: str) -> dict:
+    """Parse JSON refusing NaN/Infinity tokens (JSON has none), then validate against the shipped schema."""
+
+    def refuse(token):
+        raise AssertionError(f"bare {token} in the JSON report")
+
+    report = json.loads(text, parse_constant=refuse)
+    validate_report(report)
+    return report
+
+
+def save_npy(folder: Path, array, name: str = "in.npy") -> Path:
+    """``array`` saved as ``folder/name`` as it is (object arrays pickled: the tests try those too)."""
+    path = folder / name
+    np.save(path, array, allow_pickle=True)
+    return path

@@ -32,6 +32,7 @@ from lrpaudit.reports.schema_check import (
     validate_report,
 )
 from lrpaudit.results import refinalize
+from lrpaudit.verdicts import CATEGORIES
 from tests.helpers.paths import REPO as REPO_ROOT
 from tests.helpers.reference_models import export_onnx
 
@@ -46,6 +47,7 @@ ROW_KEYS = [
     "leak",
     "absorbed_bias",
     "absorbed_stabilizer",
+    "absorbed_softmax",
     "degenerate",
     "residual",
     "rel_error",
@@ -190,7 +192,7 @@ def test_report_of_failing_and_passing_runs_matches_design_and_schema(failing, p
     report = build_report([failing, passing])
     validate(report)
     json.loads(json.dumps(report, allow_nan=False))
-    assert report["schema_version"] == "1.1"
+    assert report["schema_version"] == "1.2"
     assert report["tool"] == {"name": "lrpaudit", "version": lrpaudit.__version__}
     env = report["environment"]
     assert env["torch"] == torch.__version__.split("+")[0] or env["torch"].startswith(torch.__version__[:3])
@@ -214,6 +216,7 @@ def test_report_of_failing_and_passing_runs_matches_design_and_schema(failing, p
     assert [row["id"] for row in run["layers"]] == [layer.node_id for layer in failing.layers]
     for sample in run["samples"]:
         assert set(SAMPLE_KEYS) <= set(sample)
+        assert set(sample["totals"]) == set(CATEGORIES)
         assert len(sample["layers"]) == len(failing.layers)
         for row in sample["layers"]:
             assert set(ROW_KEYS) <= set(row)
@@ -461,7 +464,7 @@ def test_junit_end_to_end_only_failure_and_hostile_ids(end_to_end_only, tmp_path
     check_counts(root)
     suite = root.findall("testsuite")[0]
     names = [c.get("name") for c in suite.findall("testcase")]
-    assert names[0].startswith('a<b>&"c? ]]>')
+    assert names[0].startswith('a<b>&"c\\x01 ]]>')  # the control character shown as its escape
     sample_failures = [c.find("failure") for c in suite.findall("testcase") if c.find("failure") is not None]
     assert sample_failures and all(f.get("type") == "EndToEndConservation" for f in sample_failures)
     # the same model in two runs: classnames carry the run label so (classname, name) stays unique
@@ -511,7 +514,7 @@ def test_markdown_caps_the_worst_table_and_escapes_cells(deep):
         len([line for line in section.splitlines() if line.startswith("| ") and "verdict" not in line]) == 5
     )
     assert "more failing rows" in section
-    assert "`fc\\|1 x`" in text
+    assert "`fc\\|1\\nx`" in text  # the newline shown as its escape: the row stays one line
 
 
 # ---------------------------------------------------------------- GitHub

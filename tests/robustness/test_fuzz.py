@@ -1,4 +1,5 @@
-"""Fuzzing the inputs a user controls: mutated ONNX protobufs and mutated YAML configs.
+"""Fuzzing the inputs a user controls: mutated ONNX protobufs and YAML configs (also with alias bombs and huge
+scalars), and TorchScript archives (damaged, or with entries that inflate far beyond their size).
 
 Whatever the mutation, ``lrpaudit check`` either runs (exit 0 or 1) or refuses with exit 2 and one
 ``lrpaudit: error:`` line: never exit 3, never a traceback. The runs are bounded and derandomized so the file stays
@@ -304,3 +305,107 @@ def test_the_unmutated_inputs_run(cnn_bytes, folder):
     result = audit(model, "-c", config)
     assert result.exit_code in (0, 1), result.output
     np.testing.assert_equal(result.stdout, "")
+
+
+# ---------------------------------------------------------------- YAML aliases and huge scalars
+
+SMALL = settings(FUZZ, max_examples=EXAMPLES or 12)
+
+
+@SMALL
+@given(
+    depth=st.integers(1, 9),
+    fan=st.integers(1, 12),
+    where=st.sampled_from(["rules", "tolerance", "bogus", "target", "extends"]),
+)
+def test_configs_with_aliases_expand_within_a_bound(cnn_bytes, folder, depth, fan, where):
+    """Billion-laughs documents: each level repeats the one below ``fan`` times; past the node limit, exit 2."""
+    lines = ["version: 1", "extends: epsilon", "l0: &l0 [x]"]
+    for level in range(1, depth + 1):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * fan) + "]")
+    lines.append(f"{where}: *l{depth}")
+    model, config = folder / "model.onnx", folder / "lrp.yaml"
+    model.write_bytes(cnn_bytes)
+    config.write_text("\n".join(lines) + "\n")
+    result = audit(model, "-c", config)
+    assert_clean(result)
+    assert result.exit_code == 2  # unknown keys l0..: refused, whatever the expansion
+    if fan**depth > 100_000:
+        assert "document too large" in result.stderr
+
+
+HUGE_SCALARS = st.one_of(
+    st.integers(19, 6000).map(lambda n: "9" * n),  # past 64 bits, up to more digits than Python converts
+    st.integers(1000, 50_000).map(lambda n: "'" + "a" * n + "'"),  # a long string
+    st.sampled_from(["1e309", "-1e309", ".inf", ".nan", "1e-400", "0x" + "f" * 5000, "0o" + "7" * 5000]),
+    st.integers(100, 1500).map(lambda n: "[" * n + "]" * n),  # nesting
+    st.integers(100, 1500).map(lambda n: "{a: " * n + "1" + "}" * n),
+)
+
+
+@SMALL
+@given(
+    value=HUGE_SCALARS, key=st.sampled_from(["target", "tolerance.layer_rtol", "rules", "extends", "bias"])
+)
+def test_configs_with_huge_scalars(cnn_bytes, folder, value, key):
+    if "." in key:
+        outer, inner = key.split(".")
+        text = f"version: 1\nextends: epsilon\n{outer}:\n  {inner}: {value}\n"
+    else:
+        text = f"version: 1\nextends: epsilon\n{key}: {value}\n"
+    model, config = folder / "model.onnx", folder / "lrp.yaml"
+    model.write_bytes(cnn_bytes)
+    config.write_text(text)
+    result = audit(model, "-c", config)
+    assert_clean(result)
+    assert result.exit_code == 2, result.output  # none of these is a valid setting
+
+
+# ---------------------------------------------------------------- TorchScript archives with inflated entries
+
+
+@settings(FUZZ, max_examples=EXAMPLES or 8)
+@given(
+    size=st.integers(0, 3 * 2**19),  # up to 1.5 MiB: both sides of the 1 MiB line past which ratios count
+    pattern=st.sampled_from([b"\0", b"ab", b"code = torch.relu(x)\n", None]),
+    level=st.sampled_from([0, 1, 9]),
+    forged=st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+    name=st.sampled_from(["extra/blob", "code/__torch__/blob.py", "data/9", "constants.pkl"]),
+)
+def test_archives_with_inflated_entries(archive_bytes, folder, size, pattern, level, forged, name):
+    """An entry that inflates (or claims to inflate) far beyond its compressed size is refused before anything is
+    inflated; a plausible one is read like any other; never a crash."""
+    import io
+    import random
+    import struct
+    import zipfile
+
+    payload = (
+        random.Random(size).randbytes(size)
+        if pattern is None
+        else (pattern * (size // len(pattern) + 1))[:size]
+    )
+    source, out = zipfile.ZipFile(io.BytesIO(archive_bytes)), io.BytesIO()
+    root = source.namelist()[0].split("/")[0]
+    with zipfile.ZipFile(out, "w") as target:
+        for item in source.infolist():
+            if item.filename != f"{root}/{name}":
+                target.writestr(item, source.read(item.filename))
+        target.writestr(f"{root}/{name}", payload, compress_type=zipfile.ZIP_DEFLATED, compresslevel=level)
+    raw = bytearray(out.getvalue())
+    info = zipfile.ZipFile(io.BytesIO(bytes(raw))).getinfo(f"{root}/{name}")
+    declared = info.file_size if forged is None else forged
+    if forged is not None:  # rewrite the declared size in the local and central headers
+        encoded = info.filename.encode()
+        for signature, offset, skip in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
+            at = raw.find(signature)
+            while at != -1:
+                if raw[at + skip : at + skip + len(encoded)] == encoded:
+                    raw[at + offset : at + offset + 4] = struct.pack("<I", forged)
+                at = raw.find(signature, at + 4)
+    path = folder / "model.pt"
+    path.write_bytes(bytes(raw))
+    result = audit(path)
+    assert_clean(result)
+    if declared > 2**20 and declared / max(info.compress_size, 1) > 100:
+        assert result.exit_code == 2 and "zip bomb" in result.stderr, result.output

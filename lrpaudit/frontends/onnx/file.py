@@ -9,6 +9,7 @@ import onnx
 from onnx import external_data_helper
 
 from ...errors import ModelError, first_line
+from ...files import check_regular
 
 
 def _external_locations(model: onnx.ModelProto) -> list[str]:
@@ -26,6 +27,7 @@ def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such file")
+    check_regular(path, ModelError, "model file")
     if not path.is_file():
         raise ModelError(f"{path}: not a file")
     if path.stat().st_size == 0:
@@ -46,6 +48,7 @@ def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
         target = (folder / location).resolve()
         if folder not in target.parents and target != folder:
             raise ModelError(f"{path}: external data path {location!r} escapes the model's folder; refused")
+        check_regular(target, ModelError, "external data file", prefix=f"{path}: external data {location!r}")
         if not target.is_file():
             raise ModelError(f"{path}: external data file {location!r} is missing (expected at {target})")
     try:

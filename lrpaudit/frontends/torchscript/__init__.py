@@ -1,7 +1,9 @@
 """The TorchScript frontend: a ``.pt`` archive -> canonical IR, plus the ScriptModule itself as the fidelity reference.
 
 The archive's zip entries are checked *before* ``torch.jit.load`` (``archive``), so a pickle written by
-``torch.save`` (a state_dict or a whole ``nn.Module``) is named for what it is and never unpickled.
+``torch.save`` (a state_dict or a whole ``nn.Module``) is named for what it is and never unpickled, a zip bomb is
+refused by its declared sizes, and code that does more than compute (``code_check``: ``__setstate__``, file,
+process and network ops) is refused before any of it runs, unless the caller trusts it (``--trust-code``).
 
 TorchScript files declare no input shapes. ``declared_shapes`` uses, in order: the shapes given by the caller
 (``load_torchscript(path, input_shapes=...)``, which the CLI fills from ``--input-shape``), or the example input a
@@ -164,11 +166,12 @@ def _flatten(result: Any) -> list[torch.Tensor]:
 
 
 def load_torchscript(
-    path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None
+    path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None, trust_code: bool = False
 ) -> TorchScriptModel:
-    """Check the archive, ``torch.jit.load`` it on CPU; conversion to IR happens per input shape in ``graph``."""
+    """Check the archive (its code too, unless ``trust_code``), ``torch.jit.load`` it on CPU; conversion to IR
+    happens per input shape in ``graph``."""
     path = Path(path)
-    traced_inputs = check_archive(path)
+    traced_inputs = check_archive(path, trust_code)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

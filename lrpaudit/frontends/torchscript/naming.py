@@ -57,6 +57,8 @@ class Naming:
 
     module: Any
     names: set[str] = field(default_factory=set)
+    # The next suffix to try per base name: a name repeated n times costs O(n), not O(n^2), to number.
+    next_suffix: dict[str, int] = field(default_factory=dict)
     # One entry per IR node, in emit order: (node, scope key, in a leaf module, short op name).
     pending: list[tuple[Node, str, bool, str]] = field(default_factory=list)
     leaf_paths: set[str] = field(default_factory=set)
@@ -68,10 +70,11 @@ class Naming:
 
     def value_name(self, base: str) -> str:
         """A fresh IR value name: ``base``, else ``base#2``, ``base#3`` ..."""
-        name, k = base, 1
+        name, k = base, self.next_suffix.get(base, 1)
         while name in self.names:
             k += 1
             name = f"{base}#{k}"
+        self.next_suffix[base] = k
         self.names.add(name)
         return name
 
@@ -98,12 +101,14 @@ class Naming:
         ``op``. Repeats get ``:2``, ``:3`` ... (a ReLU module called twice).
         """
         used: set[str] = set()
+        next_suffix: dict[str, int] = {}
 
         def unique(base: str) -> str:
-            node_id, k = base, 1
+            node_id, k = base, next_suffix.get(base, 1)
             while node_id in used:
                 k += 1
                 node_id = f"{base}:{k}"
+            next_suffix[base] = k
             used.add(node_id)
             return node_id
 

@@ -1,10 +1,4 @@
-"""Self-verification: each linear-type node's rule recomputed with dense matrices and compared to the engine.
-
-The effective matrix ``W`` comes from the Jacobian of the node's own forward at the sample, the bias from
-``b = f(a) - W a``; the rule is then written out with explicit ``Z_ij`` matrices (no gradient trick, no shared code
-with ``rules/linear.py``). Large layers are checked on the output units that carry the most relevance (relevance
-elsewhere set to zero: both sides are linear in R, so the comparison stays exact).
-"""
+"""The dense formulas of the self-check: Jacobian rows of a map, and every linear-type rule on explicit matrices."""
 
 from __future__ import annotations
 
@@ -12,14 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .forward import cast_params
-from .ir import LINEAR_TYPE, POOLS, Graph, Node
-from .propagate import propagate
-from .rules.assign import RuleChoice, assign
-from .rules.linear import apply_linear_rule
-from .rules.linear_view import linear_view
-from .rules.spec import Rule
-from .verdicts import relative
+from ..rules.spec import Rule
+from ..verdicts import relative
 
 Tensor = torch.Tensor
 
@@ -38,7 +26,7 @@ class RuleCheck:
         return relative(self.max_abs_dev, self.scale)
 
 
-def _rows(fn, x: Tensor, units: Tensor) -> Tensor:
+def jacobian_rows(fn, x: Tensor, units: Tensor) -> Tensor:
     """Rows ``units`` of the Jacobian of ``fn`` at ``x`` (x has batch dim 1): shape (len(units), x.numel())."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -100,58 +88,3 @@ def dense_rule(rule: Rule, W: Tensor, b: Tensor, conn: Tensor, a: Tensor, z: Ten
         share = torch.where(D != 0, share / torch.where(D != 0, D, 1.0), 0.0)
         result = result + (Z * share[:, None]).sum(dim=0)
     return result
-
-
-def verify_node(
-    node: Node, rule: Rule, params: dict, a: Tensor, z: Tensor, r: Tensor, max_units: int
-) -> RuleCheck:
-    """Compare the engine's result for one sample (batch dim 1) with the dense formula."""
-    view = linear_view(node, params, tuple(a.shape), z.dim())
-    flat_r = r.reshape(-1)
-    total = flat_r.numel()
-    units = torch.argsort(flat_r.abs(), descending=True)[: min(max_units, total)]
-    units = units[flat_r[units] != 0]
-    masked = torch.zeros_like(flat_r)
-    masked[units] = flat_r[units]
-    masked = masked.reshape(r.shape)
-    engine = apply_linear_rule(rule, view, a, z, masked).r_in.reshape(-1)
-
-    def full(x: Tensor) -> Tensor:
-        out = view.apply(x, view.weight)
-        return out + view.bias if view.bias is not None else out
-
-    W = _rows(full, a, units)
-    if view.is_pool:
-        conn = (W != 0).to(W.dtype)
-    else:
-        conn = _rows(lambda x: view.apply(x, view.ones_weight()), a, units)
-    b = z.reshape(-1)[units] - W @ a.reshape(-1)
-    dense = dense_rule(rule, W, b, conn, a.reshape(-1), z.reshape(-1)[units], flat_r[units])
-    dev = float((engine - dense).abs().max()) if dense.numel() else 0.0
-    return RuleCheck(node.id, rule.describe(), dev, float(flat_r[units].abs().sum()), len(units), total)
-
-
-def verify_rules(
-    graph: Graph,
-    feeds: dict[str, Tensor],
-    rules: RuleChoice,
-    init: str = "logit",
-    target=None,
-    dtype: torch.dtype = torch.float64,
-    max_units: int = 128,
-    sample: int = 0,
-) -> list[RuleCheck]:
-    """Dense re-evaluation of every linear-type node's rule on one sample; returns the deviations."""
-    chosen = assign(graph, rules).complete().rules
-    keep: dict[str, Tensor] = {}
-    result = propagate(graph, feeds, chosen, init, target, dtype, keep_relevance=keep)
-    values = result.values or {}
-    params = cast_params(graph, dtype)
-    checks = []
-    for node in graph.nodes:
-        if node.op not in LINEAR_TYPE and node.op not in POOLS:
-            continue
-        pick = slice(sample, sample + 1)
-        a, z, r = values[node.inputs[0]][pick], values[node.output][pick], keep[node.id][pick]
-        checks.append(verify_node(node, chosen[node.id], params[node.id], a, z, r, max_units))
-    return checks
