@@ -77,6 +77,9 @@ class AuditRequest:
     check_forward: bool = True
     verify: bool = False
     keep_relevance: bool = False
+    keep_inputs: bool = False  # keep the input arrays too (heatmap overlays)
+    layer_rtol: float | None = None
+    end_to_end_rtol: float | None = None
     allow_empty: bool = False
     trust_code: bool = False  # load a TorchScript archive whose code fails the check (README: Security)
     on_batch: Callable[[int, int], None] | None = field(default=None, compare=False)
@@ -122,7 +125,12 @@ def resolve_config(request: AuditRequest) -> Config:
         config = load_config(request.config, None if request.config is not None else preset)
     # the target is not a config override: an explicit index is checked against the model's output instead
     return config.with_overrides(
-        dtype=request.dtype, gate=request.gate, init=request.init, explain=request.explain
+        dtype=request.dtype,
+        gate=request.gate,
+        init=request.init,
+        explain=request.explain,
+        layer_rtol=request.layer_rtol,
+        end_to_end_rtol=request.end_to_end_rtol,
     )
 
 
@@ -185,6 +193,7 @@ def run_audit(request: AuditRequest) -> AuditResult:
     warnings: list[str] = []
     checks: list[RuleCheck] | None = None
     saved: dict[str, list[np.ndarray]] = {}
+    kept: dict[str, list[np.ndarray]] = {}
     prepared: dict[tuple, Prepared] = {}
     tolerance = request.tolerance or config.tolerance(Graph([], [], []))
     for batch in _batches(model, request, input_shapes):
@@ -217,6 +226,9 @@ def run_audit(request: AuditRequest) -> AuditResult:
                 saved.setdefault(name, []).append(tensor.detach().cpu().numpy())
             saved.setdefault("targets", []).append(result.targets.cpu().numpy())
             saved.setdefault("output_relevance", []).append(result.output_relevance.detach().cpu().numpy())
+        if request.keep_inputs:
+            for name, array in batch.arrays.items():
+                kept.setdefault(name, []).append(np.asarray(array))
         if request.verify and checks is None:
             checks = verify_rules(step.graph, feeds, rules, config.init, target, torch_dtype)
         if request.on_batch:
@@ -238,6 +250,7 @@ def run_audit(request: AuditRequest) -> AuditResult:
         notes=tuple(notes),
         rule_checks=tuple(checks) if checks is not None else None,
         relevance={k: np.concatenate(v) for k, v in saved.items()} if request.keep_relevance else None,
+        inputs={k: np.concatenate(v) for k, v in kept.items()} if request.keep_inputs else None,
         config=_config_record(config, request),
         elapsed_s=time.perf_counter() - started,
         warnings=tuple(warnings),

@@ -124,6 +124,7 @@ class AuditResult:
     notes: tuple[str, ...] = ()
     rule_checks: tuple | None = None  # verify.RuleCheck per checked node
     relevance: dict[str, np.ndarray] | None = None
+    inputs: dict[str, np.ndarray] | None = None  # the audited input arrays, when kept (heatmap overlays)
     config: Mapping = field(default_factory=dict)
     elapsed_s: float | None = None  # wall-clock seconds of the audit (load excluded); JUnit/JSON timings
     warnings: tuple[str, ...] = ()

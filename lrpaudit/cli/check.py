@@ -19,6 +19,7 @@ from ._common import (
     stdout_console,
     trust_code_option,
 )
+from ._settings import merged
 
 
 def _target(value: str | None):
@@ -47,6 +48,12 @@ def _target(value: str | None):
 @click.option("--json-report", type=click.Path(path_type=Path), help="Write the JSON report here.")
 @click.option("--junit-xml", type=click.Path(path_type=Path), help="Write JUnit XML here.")
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown summary here.")
+@click.option("--html", type=click.Path(path_type=Path), help="Write a self-contained HTML report here.")
+@click.option(
+    "--heatmaps",
+    type=click.Path(path_type=Path),
+    help="Write one PNG heatmap per sample and image input into this folder (and an overlay on the input).",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--save-relevance", type=click.Path(path_type=Path), help="Save input relevance maps (.npz).")
 @click.option(
@@ -66,19 +73,49 @@ def _target(value: str | None):
 @trust_code_option
 @click.option("-v", "--verbose", is_flag=True, help="Wide table with every accounting column.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the one-line verdict on stderr.")
+@click.option("--isolated", is_flag=True, help="Ignore lrpaudit.yaml and [tool.lrpaudit] in pyproject.toml.")
 @guarded
-def check(models, config_path, preset, inputs, random_n, seed, input_shapes, batch_size, dtype, device, target,
-          gate, json_report, junit_xml, markdown, fmt, save_relevance, baseline, verify_rules, exit_zero,
-          allow_empty, trust_code, verbose, quiet):  # fmt: skip
-    """Audit LRP conservation of each MODEL; exit 0 pass, 1 fail, 2 bad input, 3 internal error."""
+def check(models, **flags):
+    """Audit LRP conservation of each MODEL; exit 0 pass, 1 fail, 2 bad input, 3 internal error.
+
+    Settings not given as flags come from lrpaudit.yaml or [tool.lrpaudit] in pyproject.toml (the nearest, from
+    the current folder up); with no inputs anywhere, a small seeded random sample set is audited.
+    """
+    from ..config.project import load_settings
+
+    one_config(flags["config_path"], flags["preset"])
+    if flags["inputs"] is not None and flags["random_n"]:
+        raise click.UsageError("give either --inputs or --random, not both")
+    settings = None if flags.pop("isolated") else load_settings()
+    if settings is not None and not flags["quiet"]:
+        err(f"lrpaudit: settings from {settings.source}")
+    flags = merged(click.get_current_context(), flags, settings)
+    if settings is not None:
+        flags["layer_rtol"] = settings.get("layer_rtol")
+        flags["end_to_end_rtol"] = settings.get("end_to_end_rtol")
+    if flags["inputs"] is None and not flags["random_n"]:
+        flags["random_n"] = DEFAULT_RANDOM
+        if not flags["quiet"]:
+            err(
+                f"lrpaudit: no inputs given: auditing {DEFAULT_RANDOM} seeded random samples (--random "
+                f"{DEFAULT_RANDOM} --seed {flags['seed']}); give real ones with --inputs PATH or inputs: in "
+                "lrpaudit.yaml"
+            )
+    _run(models, **flags)
+
+
+DEFAULT_RANDOM = 8
+
+
+def _run(models, config_path, preset, inputs, random_n, seed, input_shapes, batch_size, dtype, device, target,
+         gate, json_report, junit_xml, markdown, html, heatmaps, fmt, save_relevance, baseline, verify_rules,
+         exit_zero, allow_empty, trust_code, verbose, quiet, layer_rtol=None, end_to_end_rtol=None):  # fmt: skip
     from ..api import AuditRequest
     from ..reports.emit import ReportTargets, write_reports
     from ..reports.json_report import build_report, to_json_text
     from ..reports.table import render_checks, render_layers, render_notes, render_samples, summary_line
 
-    one_config(config_path, preset)
-    if inputs is not None and random_n:
-        raise click.UsageError("give either --inputs or --random, not both")
+    targets = ReportTargets(json_report, junit_xml, markdown, save_relevance, html, heatmaps)
     request = AuditRequest(
         model=None,
         config=config_path,
@@ -93,7 +130,10 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
         gate=gate,
         device=device,
         verify=verify_rules,
-        keep_relevance=save_relevance is not None,
+        keep_relevance=targets.keeps_relevance,
+        keep_inputs=html is not None or heatmaps is not None,
+        layer_rtol=layer_rtol,
+        end_to_end_rtol=end_to_end_rtol,
         allow_empty=allow_empty,
         trust_code=trust_code,
         on_warning=lambda warning: err(f"lrpaudit: warning: {warning}"),
@@ -103,7 +143,6 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
         from ..reports.baseline import compare, load_baseline
 
         old_report = load_baseline(baseline)
-    targets = ReportTargets(json_report, junit_xml, markdown, save_relevance)
     targets.check(models=models, reads=[*models, config_path, inputs])
     results = [_audit_one(request, path, quiet) for path in models]
     report = build_report(results)

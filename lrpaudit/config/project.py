@@ -188,6 +188,13 @@ def _settings(file: str, folder: Path, spec: ProjectSpec) -> ProjectSettings:
         raise ConfigError(f"{file}: give either config or preset, not both")
     if "inputs" in values and "random" in values:
         raise ConfigError(f"{file}: give either inputs or random, not both")
+    if "input_shape" in values:
+        from ..inputs.shapes import ShapeTextError, parse_shape
+
+        try:
+            parse_shape(values["input_shape"])
+        except ShapeTextError as exc:
+            raise ConfigError(f"{file}: input_shape: {exc}") from None
     for key in PATH_KEYS:
         if key in values:
             path = Path(values[key]).expanduser()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..display import safe
 from ..verdicts import CATEGORIES, CATEGORY_WORDS
 
 
@@ -46,7 +47,7 @@ def conservation(result) -> Conservation:
     r_output = np.array([sample.r_output for sample in result.samples], dtype=np.float64)
     keep = np.nonzero(r_output != 0)[0]
     scale = r_output[keep][:, None]
-    labels = tuple(layer.node_id for layer in layers)
+    labels = tuple(safe(layer.node_id) for layer in layers)
     if not layers:
         return Conservation(
             labels, np.ones((len(keep), 1)), {key: np.zeros((len(keep), 0)) for key in CATEGORIES}, len(keep)

@@ -15,13 +15,12 @@ from ._io import atomic_write
 from .plots import png_bytes, upscale_for
 
 
-def heatmap_files(results, inputs: dict | None = None) -> list[tuple[str, bytes]]:
-    """(file name, PNG bytes) of every heatmap the runs give; ``inputs`` by model path, for overlays."""
+def heatmap_files(results) -> list[tuple[str, bytes]]:
+    """(file name, PNG bytes) of every heatmap the runs give (with overlays where the inputs were kept)."""
     files = []
     for number, result in enumerate(results, start=1):
         prefix = f"{number:02d}-" if len(results) > 1 else ""
-        arrays = (inputs or {}).get(str(result.model_path))
-        for picture in heatmaps.pictures(result, arrays):
+        for picture in heatmaps.pictures(result):
             scale = upscale_for(picture.scaled.shape)
             name = prefix + heatmaps.file_name(result.model_path, picture)
             files.append((name, png_bytes(heatmaps.colours(picture.scaled), scale)))

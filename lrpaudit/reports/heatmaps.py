@@ -87,9 +87,11 @@ class Picture:
     background: np.ndarray | None  # (H, W) grey in [0, 1], or None
 
 
-def pictures(result, inputs: dict[str, np.ndarray] | None = None, positions=None) -> list[Picture]:
-    """A picture per image input and sample (``positions``: which samples, default all)."""
+def pictures(result, positions=None) -> list[Picture]:
+    """A picture per image input and sample (``positions``: which samples, default all); over the input when the
+    audit kept its inputs."""
     relevance = result.relevance or {}
+    inputs = result.inputs
     names = [name for name in relevance if name not in ("targets", "output_relevance")]
     out = []
     for name in names:

@@ -13,6 +13,7 @@ import base64
 from pathlib import Path
 
 from .._version import __version__
+from ..display import safe
 from ..verdicts import ROW_FIELDS, category_share, ordered_rows, severity_then_figure
 from . import heatmaps
 from ._format import fmt, model_name, run_label
@@ -31,16 +32,8 @@ def _cells(row) -> list[str]:
     largest = row["largest_category"]
     share = f"{largest} {fmt(category_share(row), 2)}%" if largest else "-"
     values = [fmt(row[key]) for key in ROW_FIELDS]
-    return [
-        row["id"],
-        row["op"],
-        row["rule"],
-        row["bias_mode"],
-        *values,
-        fmt(row["tolerance"]),
-        share,
-        row["verdict"],
-    ]
+    texts = [safe(row[key]) for key in ("id", "op", "rule", "bias_mode")]
+    return [*texts, *values, fmt(row["tolerance"]), share, row["verdict"]]
 
 
 def _worst_positions(result) -> list[int]:
@@ -73,13 +66,13 @@ def _summary(result) -> str:
     )
 
 
-def _maps(result, inputs) -> list[dict]:
+def _maps(result) -> list[dict]:
     from .plots import png_bytes, upscale_for
 
     maps = []
-    for picture in heatmaps.pictures(result, inputs, _worst_positions(result)):
+    for picture in heatmaps.pictures(result, _worst_positions(result)):
         scale = upscale_for(picture.scaled.shape)
-        caption = f"sample {picture.sample}, {picture.input_name} (|R| scale {fmt(picture.limit)})"
+        caption = f"sample {picture.sample}, {safe(picture.input_name)} (|R| scale {fmt(picture.limit)})"
         maps.append({"png": _b64(png_bytes(heatmaps.colours(picture.scaled), scale)), "caption": caption})
         if picture.background is not None:
             overlay = png_bytes(heatmaps.colours(picture.scaled, picture.background), scale)
@@ -99,35 +92,35 @@ def _tokens(result) -> list[dict]:
             }
             for k, v in enumerate(values)
         ]
-        lines.append({"caption": f"sample {sample}, {name} (|R| scale {fmt(limit)})", "cells": cells})
+        lines.append({"caption": f"sample {sample}, {safe(name)} (|R| scale {fmt(limit)})", "cells": cells})
     return lines
 
 
-def run_context(result, inputs=None) -> dict:
+def run_context(result) -> dict:
     """What the template shows of one AuditResult."""
     from .plots import conservation_png
 
     gate = result.tolerance.gate
     rows = ordered_rows(result.layer_rows(), gate)
-    title = f"{model_name(result)} [{run_label(result)}]"
+    title = safe(f"{model_name(result)} [{run_label(result)}]")
     return {
-        "model": str(result.model_path),
-        "label": run_label(result),
+        "model": safe(result.model_path),
+        "label": safe(run_label(result)),
         "verdict": result.verdict,
         "summary": _summary(result),
         "fidelity": _fidelity(result),
-        "hints": [row["hint"] for row in rows if row["verdict"] != "pass" and row["hint"]][:10],
+        "hints": [safe(row["hint"]) for row in rows if row["verdict"] != "pass" and row["hint"]][:10],
         "plot": _b64(conservation_png(conservation(result), title)) if result.layers else None,
         "headers": HEADERS,
         "rows": [{"cells": _cells(row), "failing": row["verdict"] != "pass"} for row in rows],
-        "maps": _maps(result, inputs),
+        "maps": _maps(result),
         "tokens": _tokens(result),
-        "notes": list(result.notes),
+        "notes": [safe(note) for note in result.notes],
     }
 
 
-def build_html(results, inputs: dict | None = None, source: str | None = None) -> str:
-    """The page for a list of AuditResults; ``inputs`` (by model path) are the input arrays for overlays."""
+def build_html(results, source: str | None = None) -> str:
+    """The page for a list of AuditResults (overlays on the inputs where the audit kept them)."""
     try:
         import jinja2
     except ImportError:  # pragma: no cover - jinja2 comes with torch
@@ -140,7 +133,7 @@ def build_html(results, inputs: dict | None = None, source: str | None = None) -
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    runs = [run_context(result, (inputs or {}).get(str(result.model_path))) for result in results]
+    runs = [run_context(result) for result in results]
     failed = any(result.verdict != "pass" for result in results)
     layers = sum(len(run["rows"]) for run in runs)
     failing = sum(row["failing"] for run in runs for row in run["rows"])
@@ -151,6 +144,6 @@ def build_html(results, inputs: dict | None = None, source: str | None = None) -
     return page
 
 
-def write_html(results, path, inputs: dict | None = None, source: str | None = None) -> Path:
+def write_html(results, path, source: str | None = None) -> Path:
     """Build the page, then write it all or nothing."""
-    return atomic_write_text(Path(path), build_html(results, inputs, source))
+    return atomic_write_text(Path(path), build_html(results, source))

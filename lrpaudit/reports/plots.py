@@ -24,6 +24,19 @@ CATEGORY_COLOURS = {
 MAX_LABELS = 40  # beyond this many nodes the x axis shows every k-th node id
 
 
+def matplotlib_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require_matplotlib() -> None:
+    """Raise the one-line error naming the extra when matplotlib is missing."""
+    _matplotlib()
+
+
 def _matplotlib():
     try:
         import matplotlib

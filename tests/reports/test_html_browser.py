@@ -41,13 +41,15 @@ def browser():
 @pytest.fixture(scope="module")
 def page_file(tmp_path_factory):
     images = np.load(SAMPLES / "digits_samples.npy")[:5]
-    failing = lrpaudit.audit(SAMPLES / "digits_cnn.onnx", Rule("epsilon"), images, keep_relevance=True)
+    failing = lrpaudit.audit(
+        SAMPLES / "digits_cnn.onnx", Rule("epsilon"), images, keep_relevance=True, keep_inputs=True
+    )
     layer_data = failing.layer_data()
     layer_data[0][0]["id"] = HOSTILE
     hostile = refinalize(failing, layer_data)
     passing = lrpaudit.audit(SAMPLES / "digits_mlp.onnx", Rule("zplus", bias="ignore"), images.reshape(5, 64))
     path = tmp_path_factory.mktemp("html") / "audit.html"
-    write_html([hostile, passing], path, {hostile.model_path: {"input": images}})
+    write_html([hostile, passing], path)
     return path
 
 

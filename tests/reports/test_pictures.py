@@ -29,7 +29,9 @@ IMAGES = np.load(SAMPLES / "digits_samples.npy")
 @pytest.fixture(scope="module")
 def resnet():
     """A residual net under epsilon: biases leak, relevance crosses residual adds."""
-    return lrpaudit.audit(SAMPLES / "digits_resnet.onnx", Rule("epsilon"), IMAGES[:6], keep_relevance=True)
+    return lrpaudit.audit(
+        SAMPLES / "digits_resnet.onnx", Rule("epsilon"), IMAGES[:6], keep_relevance=True, keep_inputs=True
+    )
 
 
 def test_symmetric_limit_is_a_percentile_of_the_magnitudes():
@@ -65,7 +67,7 @@ def test_colours_follow_the_lrp_convention():
 
 
 def test_pictures_cover_every_sample_of_image_inputs(resnet):
-    pictures = heatmaps.pictures(resnet, {"input": IMAGES[:6]})
+    pictures = heatmaps.pictures(resnet)
     assert [p.sample for p in pictures] == list(range(6))
     relevance = resnet.relevance["input"]
     for picture in pictures:
@@ -119,4 +121,6 @@ def test_a_missing_matplotlib_is_one_line_naming_the_extra():
         "try:\n    png_bytes(np.zeros((2, 2, 4), np.uint8))\nexcept InputError as exc:\n    print(exc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "pictures need matplotlib: pip install 'lrpaudit[plots]' (or pip install matplotlib)"
+    assert (
+        out.strip() == "pictures need matplotlib: pip install 'lrpaudit[plots]' (or pip install matplotlib)"
+    )
