@@ -30,17 +30,14 @@ A baseline file that is not JSON, or not an lrpaudit report of a schema major ve
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from ..errors import InputError
 from ..verdicts import gated_metric, severity
 from ._format import fmt
-from .json_report import SCHEMA_VERSION
-from .schema_check import ReportSchemaError, validate_report
+from .json_report import read_report
 
 DEFAULT_MARGIN = 0.5
 DEFAULT_FLOOR = {"float64": 1e-6, "float32": 1e-5}
@@ -49,33 +46,7 @@ LIST_LIMIT = 20
 
 def load_baseline(path) -> dict:
     """Read and validate a baseline report; any problem is an InputError that names the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise InputError(f"baseline {path}: no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"baseline {path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from exc
-    try:
-        report = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"baseline {path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
-        ) from exc
-    if not isinstance(report, dict):
-        raise InputError(f"baseline {path}: not an lrpaudit report (a JSON object is expected)")
-    version = report.get("schema_version")
-    major = SCHEMA_VERSION.split(".")[0]
-    if isinstance(version, str) and version.split(".")[0] != major:
-        raise InputError(
-            f"baseline {path}: report schema version {version} cannot be read by this lrpaudit "
-            f"(it reads {major}.x): regenerate the baseline"
-        )
-    try:
-        validate_report(report)
-    except ReportSchemaError as exc:
-        raise InputError(f"baseline {path}: not a valid lrpaudit report: {exc}") from exc
-    return report
+    return read_report(path, f"baseline {path}", "regenerate the baseline")
 
 
 class LayerRef(NamedTuple):

@@ -10,6 +10,9 @@ Contract (schema ``lrpaudit/report.schema.json``, draft 2020-12, shipped in the 
   so does a row whose verdict is ``non_finite`` (its NaN may sit in another sample than the worst one shown).
 - Rows are in graph (topological) order; samples in input order; floats at full precision.
 - Aggregated layer rows hold the worst sample's figures (``worst_sample`` names it, ``failing_samples`` counts).
+- ``runs[].shard`` (1.2) is ``null`` for an audit of the whole input set; a sharded audit (``check --shard I/N``)
+  records which shard it is, of how many samples in all, and what its shards must share to be merged
+  (``lrpaudit merge``). Sample indices are global in both.
 
 ``summary``: ``runs`` (model x config audits), ``samples`` (over all runs), ``layer_checks`` (aggregated layer rows
 over all runs), ``failures`` (those rows whose verdict is not ``pass``), ``sample_failures`` (samples whose
@@ -27,11 +30,13 @@ from importlib import metadata
 from pathlib import Path
 
 from .._version import __version__
+from ..errors import InputError
 from ..verdicts import CATEGORIES, ROW_FIELDS, rank_key
 from ._format import run_label
 from ._io import atomic_write_text
+from .schema_check import ReportSchemaError, validate_report
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 LAYER_KEYS = (
     "id",
     "op",
@@ -217,6 +222,23 @@ def _config(result) -> dict:
     )
 
 
+def _shard(result) -> dict | None:
+    shard = getattr(result, "shard", None)
+    if shard is None:
+        return None
+    return _plain(
+        {
+            "index": shard.index,
+            "count": shard.count,
+            "total_samples": shard.total_samples,
+            "batch_size": shard.batch_size,
+            "inputs": shard.inputs,
+            "target": shard.target,
+            "allow_empty": shard.allow_empty,
+        }
+    )
+
+
 def build_run(result) -> dict:
     """One model x config audit as a report ``runs[]`` entry."""
     tolerance = result.tolerance
@@ -244,6 +266,7 @@ def build_run(result) -> dict:
         "samples": [_sample(result, position) for position in range(len(result.samples))],
         "notes": [str(note) for note in result.notes],
         "rule_checks": _rule_checks(result),
+        "shard": _shard(result),
     }
 
 
@@ -312,3 +335,40 @@ def to_json_text(report: dict) -> str:
 def write_json(report: dict, path) -> Path:
     """Serialize first, then write atomically: a failure leaves no file and an old report untouched."""
     return atomic_write_text(path, to_json_text(report))
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_report(path, name: str | None = None, remedy: str = "regenerate it") -> dict:
+    """Read and validate a report; any problem is an InputError that starts with ``name`` (default: the path).
+
+    A report of another schema major version cannot be read (``remedy`` says what to do about it).
+    """
+    path = Path(path)
+    name = name or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InputError(f"{name}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{name}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from exc
+    try:
+        report = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{name}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from exc
+    if not isinstance(report, dict):
+        raise InputError(f"{name}: not an lrpaudit report (a JSON object is expected)")
+    version = report.get("schema_version")
+    major = SCHEMA_VERSION.split(".")[0]
+    if isinstance(version, str) and version.split(".")[0] != major:
+        raise InputError(
+            f"{name}: report schema version {version} cannot be read by this lrpaudit (it reads {major}.x): {remedy}"
+        )
+    try:
+        validate_report(report)
+    except ReportSchemaError as exc:
+        raise InputError(f"{name}: not a valid lrpaudit report: {exc}") from exc
+    return report
