@@ -75,12 +75,12 @@ class DaskExecutor:
 
     def run(self, tasks: Sequence[Task], done: Callable[[Outcome], None]) -> None:
         with self.connect() as (client, threads):
-            _submit_and_collect(client, tasks, threads, done)
+            submit_and_collect(client, tasks, threads, done)
 
     @contextlib.contextmanager
     def connect(self):
         """``(client, torch threads per task)`` for the cluster at ``scheduler``, or for a local cluster started
-        here (and closed on exit); the threads are None on a cluster of one's own (its workers decide)."""
+        here (and closed on exit); the threads are None on an existing cluster (its workers decide)."""
         distributed = _distributed()
         import dask
 
@@ -136,7 +136,7 @@ def _check_workers(client, address: str) -> None:
         )
 
 
-def _submit_and_collect(client, tasks: Sequence[Task], threads: int | None, done) -> None:
+def submit_and_collect(client, tasks: Sequence[Task], threads: int | None, done) -> None:
     """Submit every task, then report each as it finishes; a task whose workers died twice is an errored task."""
     distributed = _distributed()
     token = uuid.uuid4().hex[:8]

@@ -4,8 +4,8 @@ worker that is really killed mid-run costs one retry, and a second death is repo
 One cluster for the module: the local cluster ``batch --executor dask --jobs 2`` starts without ``--scheduler``
 (2 worker processes x 1 thread on 127.0.0.1, ``allowed-failures: 1``), reached with ``--scheduler`` so that the
 tests can kill its workers. Each fresh worker costs about 6 CPU-seconds (torch and the first graph build), so
-every test of the module runs in one xdist worker (``xdist_group``), in order: the first warms both workers, the
-kill tests come last; the audits are tiny. Both sides run torch with one thread (the test process: conftest; the
+every test of the module runs in one xdist worker (``SERIAL_MODULES`` in conftest), in order: the first warms
+both workers, the kill tests come last; the audits are tiny. Both sides run torch with one thread (the test process: conftest; the
 workers: Dask's nanny), which makes the numbers the same to the last bit (README "Scale-out").
 """
 
@@ -27,8 +27,6 @@ from lrpaudit.runner import cpu_count
 from tests.helpers.cli import run_cli
 from tests.helpers.paths import SAMPLES
 from tests.helpers.robustness import assert_one_line_error
-
-pytestmark = pytest.mark.xdist_group("dask-cluster")
 
 
 @pytest.fixture(scope="module")

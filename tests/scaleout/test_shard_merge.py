@@ -175,12 +175,12 @@ def test_an_audit_that_checks_nothing_is_refused_when_merged_as_check_refuses_it
     assert without_timings(report) == without_timings(full)
 
 
-def test_random_samples_are_the_same_numbers_sharded_or_not(tmp_path):
-    args = (MLP, "--random", "10", "--seed", "3", "--batch-size", "3", "--preset", "epsilon")
-    _, full = audit(tmp_path, "full", *args)
-    result, report = merged(tmp_path, shard_reports(tmp_path, 3, *args))
+def test_random_samples_are_the_same_numbers_sharded_or_not_and_two_models_merge_run_by_run(tmp_path):
+    args = (MLP, SAMPLES / "digits_mlp.pt", "--random", "10", "--seed", "3", "--batch-size", "3")
+    _, full = audit(tmp_path, "full", *args, "--preset", "epsilon")
+    result, report = merged(tmp_path, shard_reports(tmp_path, 3, *args, "--preset", "epsilon"))
     assert result.exit_code == 1, result.output
-    assert without_timings(report) == without_timings(full)
+    assert len(report["runs"]) == 2 and without_timings(report) == without_timings(full)
 
 
 def test_random_sample_i_is_child_i_of_the_seed_whatever_the_batches():
