@@ -234,6 +234,12 @@ def test_the_mlp_shards_themselves_merge(mlp_shards, tmp_path):
     result, report = merged(tmp_path, [mlp_shards["1/2"], mlp_shards["2/2"]], "--exit-zero")
     assert result.exit_code == 0, result.output
     assert without_timings(report) == without_timings(json.loads(mlp_shards["whole"].read_text()))
+    # --baseline belongs to the merge: against the unsharded report, nothing regressed (exit 0 without --exit-zero)
+    result, report = merged(
+        tmp_path, [mlp_shards["1/2"], mlp_shards["2/2"]], "--baseline", mlp_shards["whole"]
+    )
+    assert result.exit_code == 0, result.output
+    assert report["baseline"]["regressions"] == [] and report["baseline"]["compared"] > 0
 
 
 @pytest.mark.parametrize(
