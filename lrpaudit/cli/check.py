@@ -16,6 +16,7 @@ from ._common import (
     guarded,
     input_shape_option,
     one_config,
+    shard_option,
     stdout_console,
     trust_code_option,
 )
@@ -38,6 +39,7 @@ def _target(value: str | None):
 @click.option("--seed", type=int, default=0, show_default=True)
 @input_shape_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@shard_option
 @click.option(
     "--dtype", type=click.Choice(["float64", "float32"]), help="Propagation dtype (default: config, float64)."
 )
@@ -67,8 +69,8 @@ def _target(value: str | None):
 @click.option("-v", "--verbose", is_flag=True, help="Wide table with every accounting column.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the one-line verdict on stderr.")
 @guarded
-def check(models, config_path, preset, inputs, random_n, seed, input_shapes, batch_size, dtype, device, target,
-          gate, json_report, junit_xml, markdown, fmt, save_relevance, baseline, verify_rules, exit_zero,
+def check(models, config_path, preset, inputs, random_n, seed, input_shapes, batch_size, shard, dtype, device,
+          target, gate, json_report, junit_xml, markdown, fmt, save_relevance, baseline, verify_rules, exit_zero,
           allow_empty, trust_code, verbose, quiet):  # fmt: skip
     """Audit LRP conservation of each MODEL; exit 0 pass, 1 fail, 2 bad input, 3 internal error."""
     from ..api import AuditRequest
@@ -79,6 +81,10 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
     one_config(config_path, preset)
     if inputs is not None and random_n:
         raise click.UsageError("give either --inputs or --random, not both")
+    if shard is not None and baseline is not None:
+        raise click.UsageError(
+            "--baseline compares a whole audit: give it to `lrpaudit merge` with the shards"
+        )
     request = AuditRequest(
         model=None,
         config=config_path,
@@ -96,6 +102,7 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
         keep_relevance=save_relevance is not None,
         allow_empty=allow_empty,
         trust_code=trust_code,
+        shard=shard,
         on_warning=lambda warning: err(f"lrpaudit: warning: {warning}"),
     )
     old_report = None
@@ -140,11 +147,16 @@ def _audit_one(request, path: Path, quiet: bool):
 
     from ..api import run_audit
 
-    progress = Progress(str(path), request.random, quiet)
+    progress = Progress(str(path), request.random if request.shard is None else None, quiet)
     try:
         result = run_audit(replace(request.for_model(path), on_batch=progress))
     finally:
         progress.close()
+    if result.shard is not None and not quiet:
+        err(
+            f"lrpaudit: {path}: shard {result.shard.index}/{result.shard.count} holds {len(result.samples)} of "
+            f"{result.shard.total_samples} samples (`lrpaudit merge` combines the shards' JSON reports)"
+        )
     vacuous = sum(sample.nothing_to_explain for sample in result.samples)
     if vacuous:  # never a silent pass: say so even with -q or --format json
         err(
