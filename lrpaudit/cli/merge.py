@@ -49,7 +49,7 @@ def merge(reports, output, junit_xml, markdown, fmt, baseline, exit_zero, verbos
 
         old_report = load_baseline(baseline)
     targets = ReportTargets(output, junit_xml, markdown)
-    targets.check()
+    targets.check(reads=[*reports, baseline])  # -o over one of the shard reports would destroy it
     results, environment = merge_files(reports)
     report = build_report(results, environment)
     regressions = None
