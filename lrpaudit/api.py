@@ -27,13 +27,14 @@ from .errors import ConfigError, InputError
 from .fidelity import FidelityResult, check_fidelity
 from .forward import cast_params
 from .frontends import load_model
-from .inputs import Batch, array_batches, file_batches, peek_shapes, random_batches
+from .inputs import Batch, Pending, peek_shapes, plan_arrays, plan_files, plan_random
 from .inputs.limits import check_batch_memory
 from .inputs.shapes import check_shape_names, fixed_batch, name_unnamed
+from .inputs.sharding import Shard
 from .ir import Graph
 from .passes import strip_output_softmax
 from .propagate import propagate
-from .results import AuditAccumulator, AuditResult, finalize
+from .results import AuditAccumulator, AuditResult, ShardRecord, finalize
 from .rules.assign import Assignment, RuleChoice, assign
 from .verdicts import Tolerance
 from .verify import RuleCheck, verify_rules
@@ -56,6 +57,8 @@ class AuditRequest:
     seeded samples. ``input_shapes`` fixes dynamic dimensions (``{"*": shape}`` means the first input).
     ``trust_code`` loads a TorchScript archive even when its code defines ``__setstate__`` or calls ops with
     side effects (``--trust-code``).
+    ``shard`` audits only that shard's batches; whether it checked anything is then decided when the shards are
+    merged.
     """
 
     model: str | Path | object
@@ -82,6 +85,7 @@ class AuditRequest:
     end_to_end_rtol: float | None = None
     allow_empty: bool = False
     trust_code: bool = False  # load a TorchScript archive whose code fails the check (README: Security)
+    shard: Shard | None = None
     on_batch: Callable[[int, int], None] | None = field(default=None, compare=False)
     on_warning: Callable[[str], None] | None = field(default=None, compare=False)
 
@@ -189,14 +193,19 @@ def run_audit(request: AuditRequest) -> AuditResult:
     target = None if target in ("predicted", "pred") else target
     accumulator = AuditAccumulator()
     fidelity: FidelityResult | None = None
-    notes: list[str] = []
+    graph_notes: list[str] = []
     warnings: list[str] = []
     checks: list[RuleCheck] | None = None
     saved: dict[str, list[np.ndarray]] = {}
     kept: dict[str, list[np.ndarray]] = {}
     prepared: dict[tuple, Prepared] = {}
     tolerance = request.tolerance or config.tolerance(Graph([], [], []))
-    for batch in _batches(model, request, input_shapes):
+    total = 0
+    for number, pending in enumerate(_plan(model, request, input_shapes)):
+        total += pending.size
+        if request.shard is not None and not request.shard.owns(number):
+            continue
+        batch = pending.read()
         shapes = _shapes(batch)
         key = tuple(sorted(shapes.items()))
         if key not in prepared:
@@ -209,7 +218,7 @@ def run_audit(request: AuditRequest) -> AuditResult:
         step = prepared[key]
         tolerance = step.tolerance
         if request.check_forward:
-            fidelity = _worse(fidelity, check_fidelity(model, model.graph(shapes), _feeds(batch)))
+            fidelity = worse_fidelity(fidelity, check_fidelity(model, model.graph(shapes), _feeds(batch)))
         feeds = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in batch.arrays.items()}
         rules = step.assignment.rules
         try:
@@ -218,7 +227,7 @@ def run_audit(request: AuditRequest) -> AuditResult:
             )
         except InputError as exc:  # e.g. a target out of range: name the model it does not fit
             raise InputError(f"{model.path}: {exc}") from exc
-        notes = result.notes
+        graph_notes = result.notes
         accumulator.add_records(result.records, step.assignment.sources)
         accumulator.add_samples(result, batch.sources, batch.first_index)
         if request.keep_relevance:
@@ -234,9 +243,8 @@ def run_audit(request: AuditRequest) -> AuditResult:
         if request.on_batch:
             request.on_batch(len(accumulator.samples), batch.size)
     layers, samples = finalize(accumulator.layer_data(), accumulator.samples, tolerance, config.dtype)
-    notes = notes + _nothing_to_explain(model, samples, request.inputs, request.allow_empty)
-    if samples and not layers:
-        notes.append("the audit checked nothing: the graph has no layers (its output is its input)")
+    if request.shard is None:
+        check_not_vacuous(str(model.path), samples, _inputs_text(request.inputs), request.allow_empty)
     return AuditResult(
         model_path=str(model.path),
         model_format=model.format,
@@ -247,13 +255,32 @@ def run_audit(request: AuditRequest) -> AuditResult:
         layers=layers,
         samples=samples,
         fidelity=fidelity,
-        notes=tuple(notes),
+        notes=tuple(graph_notes + sample_notes(samples, bool(layers))),
         rule_checks=tuple(checks) if checks is not None else None,
         relevance={k: np.concatenate(v) for k, v in saved.items()} if request.keep_relevance else None,
         inputs={k: np.concatenate(v) for k, v in kept.items()} if request.keep_inputs else None,
         config=_config_record(config, request),
         elapsed_s=time.perf_counter() - started,
         warnings=tuple(warnings),
+        shard=_shard_record(request, total),
+    )
+
+
+def _shard_record(request: AuditRequest, total: int) -> ShardRecord | None:
+    if request.shard is None:
+        return None
+    if request.inputs is None:
+        inputs = f"random {request.random} seed {request.seed}"
+    else:
+        inputs = _inputs_text(request.inputs) or type(request.inputs).__name__
+    return ShardRecord(
+        index=request.shard.index,
+        count=request.shard.count,
+        total_samples=total,
+        batch_size=request.batch_size,
+        inputs=inputs,
+        target=request.target,
+        allow_empty=request.allow_empty,
     )
 
 
@@ -284,7 +311,8 @@ def _config_record(config: Config, request: AuditRequest) -> dict:
     }
 
 
-def _batches(model, request: AuditRequest, input_shapes) -> Iterable[Batch]:
+def _plan(model, request: AuditRequest, input_shapes) -> Iterable[Pending]:
+    """The request's batches, planned (nothing read yet): see :mod:`lrpaudit.inputs`."""
     declared = model.declared_shapes()
     check_shape_names(input_shapes, declared, model.path)
     batch_size, inputs, random = request.batch_size, request.inputs, request.random
@@ -296,14 +324,14 @@ def _batches(model, request: AuditRequest, input_shapes) -> Iterable[Batch]:
                 f"{model.path}: the model takes batches of exactly {fixed}; --random {random} is not a multiple"
             )
     if inputs is None:
-        return random_batches(declared, random, batch_size, request.seed, input_shapes)
+        return plan_random(declared, random, batch_size, request.seed, input_shapes)
     if isinstance(inputs, (str, Path)):
-        return file_batches(inputs, declared, batch_size)
+        return plan_files(inputs, declared, batch_size)
     if isinstance(inputs, np.ndarray):
         inputs = {next(iter(declared)): inputs}
     if isinstance(inputs, dict):
-        return array_batches(inputs, declared, batch_size)
-    return inputs
+        return plan_arrays(inputs, declared, batch_size)
+    return (Pending(batch.size, batch.first_index, lambda batch=batch: batch) for batch in inputs)
 
 
 def check_device(device: str) -> None:
@@ -321,35 +349,53 @@ def check_device(device: str) -> None:
             raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
-def _nothing_to_explain(model, samples, inputs, allow_empty: bool) -> list[str]:
-    """Notes on samples with no output relevance; an InputError if the audit checked nothing at all.
+def _inputs_text(inputs) -> str:
+    """How messages name a request's inputs: the path given, else nothing."""
+    return str(inputs) if isinstance(inputs, (str, Path)) else ""
+
+
+def sample_notes(samples, has_layers: bool) -> list[str]:
+    """The notes a run's samples call for: none at all, some with nothing to explain, a graph with no layers.
+
+    A pure function of the samples, so that merged shards (:mod:`lrpaudit.merge`) recompute exactly these notes.
+    """
+    if not samples:
+        return ["the audit checked nothing: no samples"]
+    notes = []
+    empty = [sample.index for sample in samples if sample.nothing_to_explain]
+    if empty:
+        shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+        notes.append(
+            f"{len(empty)} of {len(samples)} samples have nothing to explain (the explained output is exactly "
+            f"0): their checks are vacuous (samples {shown})"
+        )
+    if not has_layers:
+        notes.append("the audit checked nothing: the graph has no layers (its output is its input)")
+    return notes
+
+
+def check_not_vacuous(model_path: str, samples, inputs: str, allow_empty: bool) -> None:
+    """An InputError if the audit checked nothing (no samples, or none with anything to explain), unless
+    ``allow_empty``.
 
     Decision: a sample whose output relevance is exactly zero (``init: logit`` and a target logit of exactly 0)
     has nothing to explain. It is never divided by zero: its ``rel_error`` is the absolute leak (so relevance
     created from nothing still fails), it is flagged ``nothing_to_explain`` in the JSON report, and a note lists
-    it. If no sample has anything to explain, the audit checked nothing.
+    it (:func:`sample_notes`). If no sample has anything to explain, the audit checked nothing.
     """
-    where = f" {inputs}" if isinstance(inputs, (str, Path)) else ""
+    if allow_empty:
+        return
+    where = f" {inputs}" if inputs else ""
     if not samples:
-        if allow_empty:
-            return ["the audit checked nothing: no samples"]
         raise InputError(
-            f"{model.path}: the audit checked nothing: the inputs{where} hold no samples; "
+            f"{model_path}: the audit checked nothing: the inputs{where} hold no samples; "
             "pass --allow-empty to accept an empty audit"
         )
-    empty = [sample.index for sample in samples if sample.nothing_to_explain]
-    if not empty:
-        return []
-    if len(empty) == len(samples) and not allow_empty:
+    if all(sample.nothing_to_explain for sample in samples):
         raise InputError(
-            f"{model.path}: the audit checked nothing: the explained output is exactly 0 for all {len(samples)} "
+            f"{model_path}: the audit checked nothing: the explained output is exactly 0 for all {len(samples)} "
             "samples (no relevance to explain); use init: one or another --target, or pass --allow-empty"
         )
-    shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
-    return [
-        f"{len(empty)} of {len(samples)} samples have nothing to explain (the explained output is exactly 0): "
-        f"their checks are vacuous (samples {shown})"
-    ]
 
 
 def _shapes(batch: Batch) -> dict[str, tuple[int, ...]]:
@@ -360,6 +406,14 @@ def _feeds(batch: Batch) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(a) for name, a in batch.arrays.items()}
 
 
-def _worse(old: FidelityResult | None, new: FidelityResult) -> FidelityResult:
-    """The fidelity result with the larger deviation (the one reports show)."""
-    return new if old is None or new.max_rel_diff >= old.max_rel_diff else old
+def worse_fidelity(old: FidelityResult | None, new: FidelityResult | None) -> FidelityResult | None:
+    """The fidelity result with the larger deviation (the one reports show).
+
+    Ordered by (max_rel_diff, max_abs_diff), ties to ``new``: an order-free choice, so the shards of an audit,
+    merged in any order, show the result the unsharded audit shows.
+    """
+    if new is None:
+        return old
+    if old is None:
+        return new
+    return new if (new.max_rel_diff, new.max_abs_diff) >= (old.max_rel_diff, old.max_abs_diff) else old

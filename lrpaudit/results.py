@@ -4,7 +4,7 @@
 torch is kept). ``finalize`` turns them, with the tolerance, into immutable :class:`LayerAudit` and
 :class:`SampleAudit` objects whose verdicts are decided once, vectorized over samples; every report reads these.
 ``finalize`` is a pure function of plain data, so results rebuilt from JSON report fragments (sharded audits)
-finalize to the same figures and verdicts.
+finalize to the same figures and verdicts. A sharded audit's result carries a :class:`ShardRecord`.
 """
 
 from __future__ import annotations
@@ -109,6 +109,25 @@ class LayerAudit:
 
 
 @dataclass(frozen=True)
+class ShardRecord:
+    """Which slice of an input set a sharded audit covered, and what its shards must share to be merged.
+
+    ``index`` of ``count`` (batch ``b`` belongs to shard ``b mod count + 1``); ``total_samples`` in the whole input
+    set; the ``batch_size`` that formed the batches; ``inputs`` names the input set (a path, or the random draw);
+    ``target`` the request's target (``None``: the config's); ``allow_empty`` whether an audit that checks nothing
+    is accepted (decided when the shards are merged: one shard alone cannot tell).
+    """
+
+    index: int
+    count: int
+    total_samples: int
+    batch_size: int
+    inputs: str
+    target: str | int | None
+    allow_empty: bool
+
+
+@dataclass(frozen=True)
 class AuditResult:
     """Everything one audit of one model with one configuration found; immutable."""
 
@@ -128,6 +147,7 @@ class AuditResult:
     config: Mapping = field(default_factory=dict)
     elapsed_s: float | None = None  # wall-clock seconds of the audit (load excluded); JUnit/JSON timings
     warnings: tuple[str, ...] = ()
+    shard: ShardRecord | None = None  # set on the result of one shard of a sharded audit
 
     @property
     def bound(self) -> float:

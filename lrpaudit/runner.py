@@ -1,13 +1,20 @@
-"""Running a batch manifest's audits: one after another in this process, or in a pool of worker processes.
+"""Running a batch manifest's audits as tasks on an executor, and putting the runs back together.
 
-Each run is one :class:`~lrpaudit.api.AuditRequest` (the manifest's model entry under one of its configs). A run
-that cannot be carried out (a user-facing error: a model that does not load, inputs that do not fit, a forward
-pass that does not match the runtime) becomes an :class:`Outcome` with the message, so that the other runs still
-go ahead and one CI log names every broken combination.
+Each run is one :class:`~lrpaudit.api.AuditRequest` (the manifest's model entry under one of its configs); a model
+with ``shards: N`` makes each of its runs N tasks, one per sample shard (:mod:`lrpaudit.inputs.sharding`), whose
+results are merged exactly as ``lrpaudit merge`` merges shard reports (:func:`lrpaudit.merge.merge_results`). A
+task that cannot be carried out (a user-facing error: a model that does not load, inputs that do not fit, a
+forward pass that does not match the runtime) becomes an :class:`Outcome` with the message, so that the other
+runs still go ahead and one CI log names every broken combination; a run with such a shard is such a run.
 
-``jobs > 1`` runs the audits in that many processes (``spawn``), each with ``max(1, cpus // jobs)`` torch threads;
-outcomes are reported as they finish and returned in manifest order. A worker returns the run's ``AuditResult``
-(plain numbers, strings and numpy arrays: no tensors or models).
+Executors (:class:`Executor`: ``run(tasks, done)`` calls ``done`` with each task's Outcome as it finishes):
+
+- :class:`LocalExecutor`, the default and the reference: in this process, or with ``jobs > 1`` in that many
+  processes (``spawn``), each with ``max(1, cpus // jobs)`` torch threads;
+- :class:`lrpaudit.dask_executor.DaskExecutor`: tasks on a Dask distributed cluster (``lrpaudit[dask]``).
+
+Run outcomes are reported as each run's last task finishes and returned in manifest order. A task returns its
+run's (or shard's) ``AuditResult``: plain numbers, strings and numpy arrays, no tensors or models.
 """
 
 from __future__ import annotations
@@ -15,24 +22,48 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from .errors import LrpauditError
 from .inputs.shapes import parse_shape
+from .inputs.sharding import Shard
 
 EXIT_USAGE = 2
 
 
 @dataclass
 class Outcome:
-    """What one run gave: an AuditResult, or the message of a user-facing error (and its exit code)."""
+    """What one run or task gave: an AuditResult, or the message of a user-facing error (and its exit code)."""
 
     index: int
     seconds: float
     result: Any = None
     error: str | None = None
     exit_code: int = EXIT_USAGE
+
+
+@dataclass(frozen=True)
+class Task:
+    """One audit to carry out: a whole run (``request.shard`` is None) or one shard of it."""
+
+    index: int  # position in the task list (what its Outcome's index is)
+    run: int  # the manifest run it belongs to
+    request: Any  # an AuditRequest
+
+    @property
+    def label(self) -> str:
+        shard = self.request.shard
+        return f"shard {shard}" if shard is not None else "run"
+
+
+class Executor(Protocol):
+    """Carries out audit tasks; ``done(outcome)`` is called once per task, in any order, as each finishes."""
+
+    def describe(self, tasks: int) -> str: ...
+
+    def run(self, tasks: Sequence[Task], done: Callable[[Outcome], None]) -> None: ...
 
 
 def request_for(run):
@@ -53,6 +84,18 @@ def request_for(run):
     )
 
 
+def tasks_for(manifest) -> list[Task]:
+    """The manifest's runs as tasks: one per run, or one per shard of a model with ``shards: N``."""
+    tasks: list[Task] = []
+    for run in manifest.runs:
+        request = request_for(run)
+        count = run.model.shards
+        shards = [None] if count == 1 else [Shard(i, count) for i in range(1, count + 1)]
+        for shard in shards:
+            tasks.append(Task(len(tasks), run.index, replace(request, shard=shard)))
+    return tasks
+
+
 def execute(index: int, request) -> Outcome:
     """Run one audit; a user-facing error becomes an Outcome (errors with custom ``__init__`` do not pickle)."""
     from .api import run_audit
@@ -69,7 +112,8 @@ class WorkerCrash(Exception):
     """An internal error inside a worker process; the message carries the worker's traceback."""
 
 
-def _execute_in_worker(index: int, request) -> Outcome:
+def execute_in_worker(index: int, request) -> Outcome:
+    """:func:`execute` in a worker process: a bug comes home as a :class:`WorkerCrash` carrying its traceback."""
     try:
         return execute(index, request)
     except MemoryError:  # a limit, not a bug: it pickles, and the command reports it as such
@@ -80,14 +124,16 @@ def _execute_in_worker(index: int, request) -> Outcome:
         ) from None
 
 
-def _init_worker(threads: int) -> None:
+def init_worker(threads: int | None) -> None:
+    """A worker's settings: quiet deprecation noise, and ``threads`` torch threads (None: leave as it is)."""
     import warnings
 
     import torch
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    torch.set_num_threads(threads)
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def cpu_count() -> int:
@@ -97,35 +143,87 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def run_all(manifest, jobs: int, report) -> list[Outcome]:
-    """Every run of the manifest, in manifest order; ``report(outcome)`` is called as each one finishes."""
-    runs = manifest.runs
-    outcomes: list[Outcome | None] = [None] * len(runs)
-    workers = min(jobs, len(runs))
-    if workers <= 1:
-        for run in runs:
-            outcome = execute(run.index, request_for(run))
-            outcomes[run.index] = outcome
-            report(outcome)
-        return outcomes
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+@dataclass
+class LocalExecutor:
+    """This machine: in this process (``jobs`` 1), or in ``jobs`` spawned processes."""
 
-    threads = max(1, cpu_count() // workers)
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=(threads,),
-    ) as pool:
-        futures = [pool.submit(_execute_in_worker, run.index, request_for(run)) for run in runs]
+    jobs: int = 1
+
+    def describe(self, tasks: int) -> str:
+        workers = min(self.jobs, tasks)
+        return f" in {workers} processes" if workers > 1 else ""
+
+    def run(self, tasks: Sequence[Task], done: Callable[[Outcome], None]) -> None:
+        workers = min(self.jobs, len(tasks))
+        if workers <= 1:
+            for task in tasks:
+                done(execute(task.index, task.request))
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = max(1, cpu_count() // workers)
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=init_worker,
+            initargs=(threads,),
+        ) as pool:
+            futures = [pool.submit(execute_in_worker, task.index, task.request) for task in tasks]
+            try:
+                for future in as_completed(futures):
+                    done(future.result())
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+
+class _Runs:
+    """Collects task outcomes and turns each run's into the run's Outcome once its last task is in."""
+
+    def __init__(self, manifest, tasks: Sequence[Task], report: Callable[[Outcome], None]) -> None:
+        self.manifest, self.report = manifest, report
+        self.tasks_of: dict[int, list[Task]] = {}
+        for task in tasks:
+            self.tasks_of.setdefault(task.run, []).append(task)
+        self.task_outcomes: dict[int, Outcome] = {}
+        self.outcomes: list[Outcome | None] = [None] * len(manifest.runs)
+        self.by_task = {task.index: task for task in tasks}
+
+    def add(self, outcome: Outcome) -> None:
+        self.task_outcomes[outcome.index] = outcome
+        run = self.by_task[outcome.index].run
+        tasks = self.tasks_of[run]
+        if all(task.index in self.task_outcomes for task in tasks):
+            self.outcomes[run] = self._run_outcome(run, tasks)
+            self.report(self.outcomes[run])
+
+    def _run_outcome(self, run: int, tasks: Sequence[Task]) -> Outcome:
+        from .merge import MergeError, Part, merge_results
+
+        outcomes = [self.task_outcomes[task.index] for task in tasks]
+        seconds = sum(outcome.seconds for outcome in outcomes)
+        failed = [(task, o) for task, o in zip(tasks, outcomes) if o.error is not None]
+        if failed:
+            sharded = tasks[0].request.shard is not None
+            error = "; ".join(f"{task.label}: {o.error}" if sharded else o.error for task, o in failed)
+            return Outcome(run, seconds, error=error, exit_code=max(o.exit_code for _, o in failed))
+        if tasks[0].request.shard is None:
+            return replace(outcomes[0], index=run)
+        parts = [Part(task.label, outcome.result) for task, outcome in zip(tasks, outcomes)]
         try:
-            for future in as_completed(futures):
-                outcome = future.result()
-                outcomes[outcome.index] = outcome
-                report(outcome)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-    return outcomes
+            return Outcome(run, seconds, result=merge_results(parts))
+        except MergeError as exc:
+            return Outcome(run, seconds, error=str(exc), exit_code=exc.exit_code)
+
+
+def run_all(manifest, jobs: int, report, executor: Executor | None = None) -> list[Outcome]:
+    """Every run of the manifest, in manifest order; ``report(outcome)`` is called as each run finishes.
+
+    ``executor`` defaults to a :class:`LocalExecutor` with ``jobs`` processes.
+    """
+    tasks = tasks_for(manifest)
+    runs = _Runs(manifest, tasks, report)
+    (executor or LocalExecutor(jobs)).run(tasks, runs.add)
+    return runs.outcomes

@@ -3,7 +3,8 @@
 * one torch thread per worker (``pytest -n 2`` runs two workers on two cores);
 * ``export_cache``: model files made once per test session and shared by every xdist worker (exports take
   seconds each; made under a file lock, in the session's common temp folder);
-* ``reference_export``: the reference models of ``helpers/reference_models.py`` exported through that cache.
+* ``reference_export``: the reference models of ``helpers/reference_models.py`` exported through that cache;
+* ``SERIAL_MODULES``: modules whose tests run in one xdist worker, in order (see the scheduler hook below).
 """
 
 from __future__ import annotations
@@ -17,6 +18,27 @@ import torch
 from filelock import FileLock
 
 torch.set_num_threads(1)
+
+# Test modules whose tests must run in one xdist worker, in file order: they share a costly module fixture (a Dask
+# cluster) or read what an earlier test wrote (the README's merge reads the shard reports of the lines before).
+# xdist's `--dist loadgroup` cannot do it here: it tags items by rewriting `item._nodeid`, which pytest 9 no
+# longer reads (the group mark is silently ignored).
+SERIAL_MODULES = ("tests/scaleout/test_dask_executor.py", "tests/cli/test_readme.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``-n N`` (``--dist load``): load scheduling, one test at a time, except that each of SERIAL_MODULES is one
+    unit of work (and, being the largest units, is sent first)."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SerialModules(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in SERIAL_MODULES else nodeid
+
+    return SerialModules(config, log)
 
 
 @pytest.fixture(scope="session")

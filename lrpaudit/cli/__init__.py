@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from .._version import __version__
-from . import batch, check, init, inspect, presets, rules
+from . import batch, check, init, inspect, merge, presets, rules
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,7 +18,15 @@ def main() -> None:
     """Audit Layer-wise Relevance Propagation for conservation on ONNX and TorchScript model files."""
 
 
-for command in (check.check, batch.batch, inspect.inspect, rules.rules_command, presets.presets, init.init):
+for command in (
+    check.check,
+    merge.merge,
+    batch.batch,
+    inspect.inspect,
+    rules.rules_command,
+    presets.presets,
+    init.init,
+):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

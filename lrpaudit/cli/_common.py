@@ -186,6 +186,28 @@ def trust_code_option(fn):
     )(fn)
 
 
+def _shard_option(ctx, param, value):
+    if value is None:
+        return None
+    from ..inputs.sharding import parse_shard
+
+    try:
+        return parse_shard(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def shard_option(fn):
+    """``--shard I/N``: audit the I-th of N disjoint slices of the samples (parsed to a Shard)."""
+    return click.option(
+        "--shard",
+        default=None,
+        callback=_shard_option,
+        metavar="I/N",
+        help="Audit only shard I of N (whole batches, round robin; merge the reports with `lrpaudit merge`).",
+    )(fn)
+
+
 def config_options(fn):
     """``-c/--config`` and ``--preset``, which exclude each other (see :func:`one_config`)."""
     fn = click.option("--preset", help="Preset name instead of a config file (see `lrpaudit presets`).")(fn)
@@ -226,6 +248,27 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+def render_results(results, report: dict, fmt: str, quiet: bool, verbose: bool) -> None:
+    """stdout: the JSON report (``--format json``), else each run's tables and notes (nothing with ``-q``);
+    stderr: each run's one-line verdict."""
+    from ..reports.json_report import to_json_text
+    from ..reports.table import render_checks, render_layers, render_samples, summary_line
+
+    if fmt == "json":
+        click.echo(to_json_text(report))
+    elif not quiet:
+        console = stdout_console(verbose)
+        for result in results:
+            render_layers(result, console, verbose=verbose)
+            if verbose:
+                render_samples(result, console)
+            render_checks(result, console)
+            for note in result.notes:
+                console.print(f"note: {note}", highlight=False)
+    for result in results:
+        err(summary_line(result))
 
 
 def stdout_console(verbose: bool = False):

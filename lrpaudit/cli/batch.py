@@ -1,7 +1,8 @@
 """``lrpaudit batch MANIFEST.yaml``: models x configs in one command, one set of reports.
 
-The manifest format is documented in :mod:`lrpaudit.config.manifest`, how its runs are carried out in
-:mod:`lrpaudit.runner`. A run that cannot be audited is reported on stderr and the other runs go on; the command
+The manifest format is documented in :mod:`lrpaudit.config.manifest`, how its runs (and their sample shards) are
+carried out in :mod:`lrpaudit.runner`: on this machine (``--executor local``, the default and the reference) or on
+a Dask cluster (``--executor dask [--scheduler ADDRESS]``, :mod:`lrpaudit.dask_executor`). A run that cannot be audited is reported on stderr and the other runs go on; the command
 then exits 2 and writes no report (a model that cannot be loaded is never skipped silently). Otherwise it exits
 1 if any run fails (0 with ``--exit-zero``), else 0.
 """
@@ -32,9 +33,21 @@ class BatchError(LrpauditError):
     "-j",
     "--jobs",
     type=click.IntRange(min=1),
-    default=1,
+    default=None,
+    help="Run audits in N processes, or N local Dask workers (each gets max(1, cpus // N) torch threads); "
+    "default 1 process, or one Dask worker per CPU.",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "dask"]),
+    default="local",
     show_default=True,
-    help="Run audits in N processes (each gets max(1, cpus // N) torch threads).",
+    help="Where the audits run: this machine, or a Dask cluster (pip install 'lrpaudit[dask]').",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="With --executor dask: the scheduler of an existing cluster (tcp://host:8786); default: a local cluster.",
 )
 @click.option(
     "--json-report", type=click.Path(path_type=Path), help="Write the JSON report (every run) here."
@@ -47,31 +60,40 @@ class BatchError(LrpauditError):
 )
 @click.option("-q", "--quiet", is_flag=True, help="Only the one-line verdict (and errors) on stderr.")
 @guarded
-def batch(manifest_path, jobs, json_report, junit_xml, markdown, fmt, exit_zero, quiet):
+def batch(manifest_path, jobs, executor, scheduler, json_report, junit_xml, markdown, fmt, exit_zero, quiet):
     """Audit every model x config of a manifest; exit 0 pass, 1 a run fails, 2 bad manifest/model/input, 3 bug."""
     from ..config.manifest import load_manifest
     from ..reports.batch_table import final_line, render_summary, run_line
     from ..reports.emit import ReportTargets, write_reports
     from ..reports.json_report import build_report, to_json_text
-    from ..runner import run_all
+    from ..runner import LocalExecutor, run_all, tasks_for
 
+    if scheduler is not None and executor != "dask":
+        raise click.UsageError("--scheduler needs --executor dask")
     started = time.perf_counter()
     manifest = load_manifest(manifest_path)
     targets = ReportTargets(json_report, junit_xml, markdown)
     reads = [manifest_path, *(m.path for m in manifest.models), *(m.inputs for m in manifest.models)]
     targets.check(reads=[*reads, *(c.path for c in manifest.configs)])
-    total = len(manifest.runs)
-    if not quiet:
-        err(
-            f"lrpaudit: {manifest.path}: {total} runs"
-            + (f" in {min(jobs, total)} processes" if jobs > 1 else "")
+    if executor == "dask":
+        from ..dask_executor import DaskExecutor
+
+        runner = DaskExecutor(
+            jobs, scheduler, announce=None if quiet else lambda text: err(f"lrpaudit: {text}")
         )
+    else:
+        runner = LocalExecutor(jobs or 1)
+    total = len(manifest.runs)
+    tasks = len(tasks_for(manifest))
+    if not quiet:
+        shards = f" ({tasks} tasks: runs x sample shards)" if tasks != total else ""
+        err(f"lrpaudit: {manifest.path}: {total} runs{shards}{runner.describe(tasks)}")
 
     def report(outcome) -> None:
         if outcome.error is not None or not quiet:
             err(run_line(manifest.runs[outcome.index], outcome, total))
 
-    outcomes = run_all(manifest, jobs, report)
+    outcomes = run_all(manifest, jobs or 1, report, runner)
     errors = [outcome for outcome in outcomes if outcome.error is not None]
     if errors:
         names = ", ".join(f"[{o.index + 1}] {manifest.runs[o.index].label}" for o in errors)

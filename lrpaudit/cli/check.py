@@ -16,6 +16,7 @@ from ._common import (
     guarded,
     input_shape_option,
     one_config,
+    shard_option,
     stdout_console,
     trust_code_option,
 )
@@ -39,6 +40,7 @@ def _target(value: str | None):
 @click.option("--seed", type=int, default=0, show_default=True)
 @input_shape_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@shard_option
 @click.option(
     "--dtype", type=click.Choice(["float64", "float32"]), help="Propagation dtype (default: config, float64)."
 )
@@ -107,14 +109,19 @@ def check(models, **flags):
 DEFAULT_RANDOM = 8
 
 
-def _run(models, config_path, preset, inputs, random_n, seed, input_shapes, batch_size, dtype, device, target,
-         gate, json_report, junit_xml, markdown, html, heatmaps, fmt, save_relevance, baseline, verify_rules,
-         exit_zero, allow_empty, trust_code, verbose, quiet, layer_rtol=None, end_to_end_rtol=None):  # fmt: skip
+def _run(models, config_path, preset, inputs, random_n, seed, input_shapes, batch_size, shard, dtype, device,
+         target, gate, json_report, junit_xml, markdown, html, heatmaps, fmt, save_relevance, baseline,
+         verify_rules, exit_zero, allow_empty, trust_code, verbose, quiet, layer_rtol=None,
+         end_to_end_rtol=None):  # fmt: skip
     from ..api import AuditRequest
     from ..reports.emit import ReportTargets, write_reports
     from ..reports.json_report import build_report, to_json_text
     from ..reports.table import render_checks, render_layers, render_notes, render_samples, summary_line
 
+    if shard is not None and baseline is not None:
+        raise click.UsageError(
+            "--baseline compares a whole audit: give it to `lrpaudit merge` with the shards"
+        )
     targets = ReportTargets(json_report, junit_xml, markdown, save_relevance, html, heatmaps)
     request = AuditRequest(
         model=None,
@@ -136,6 +143,7 @@ def _run(models, config_path, preset, inputs, random_n, seed, input_shapes, batc
         end_to_end_rtol=end_to_end_rtol,
         allow_empty=allow_empty,
         trust_code=trust_code,
+        shard=shard,
         on_warning=lambda warning: err(f"lrpaudit: warning: {warning}"),
     )
     old_report = None
@@ -179,11 +187,16 @@ def _audit_one(request, path: Path, quiet: bool):
 
     from ..api import run_audit
 
-    progress = Progress(str(path), request.random, quiet)
+    progress = Progress(str(path), request.random if request.shard is None else None, quiet)
     try:
         result = run_audit(replace(request.for_model(path), on_batch=progress))
     finally:
         progress.close()
+    if result.shard is not None and not quiet:
+        err(
+            f"lrpaudit: {path}: shard {result.shard.index}/{result.shard.count} holds {len(result.samples)} of "
+            f"{result.shard.total_samples} samples (`lrpaudit merge` combines the shards' JSON reports)"
+        )
     vacuous = sum(sample.nothing_to_explain for sample in result.samples)
     if vacuous:  # never a silent pass: say so even with -q or --format json
         err(

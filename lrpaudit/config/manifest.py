@@ -8,6 +8,7 @@ Format (``version: 1`` required; every path is relative to the manifest's folder
         inputs: digits_samples.npy      # .npy / .npz / folder of them; or random: N (seed: S, default 0)
         input_shape: [1, 1, 8, 8]       # optional: as --input-shape ("1,1,8,8" or "x=1,1,8,8;y=...")
         batch_size: 16                  # optional, default 16
+        shards: 4                       # optional: audit each run in 4 sample shards, merged (default 1)
         name: cnn                       # optional id for runs: (default: the path as written)
         trust_code: false               # optional: load a TorchScript archive whose code fails the check
     configs:                            # at least one: a preset, or a config file
@@ -59,6 +60,7 @@ class ModelSpec(_Strict):
     input_shape: Any = None  # a string or a list of integers, checked by hand
     batch_size: Annotated[int, Field(ge=1)] | None = None
     trust_code: bool | None = None
+    shards: Annotated[int, Field(ge=1)] | None = None
 
 
 class ConfigSpec(_Strict):
@@ -112,6 +114,7 @@ class ModelEntry:
     input_shape: str | None
     batch_size: int
     trust_code: bool = False
+    shards: int = 1  # sample shards per run (tasks of one run; merged into one result)
 
 
 @dataclass
@@ -261,6 +264,7 @@ def load_manifest(manifest_path: str | Path) -> Manifest:
                 input_shape=_shape_text(item.input_shape, file, positions, (*here, "input_shape")),
                 batch_size=item.batch_size or 16,
                 trust_code=bool(item.trust_code),
+                shards=item.shards or 1,
             )
         )
     _unique([m.id for m in models], "models", file, positions)

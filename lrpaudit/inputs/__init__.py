@@ -1,5 +1,9 @@
 """Sample inputs: .npy / .npz files, folders of them, or seeded random draws; validated against the model.
 
+Batches are planned before they are read: ``plan_*`` yield :class:`Pending` batches (size, first sample index,
+and how to read them), so that a sharded audit (:mod:`.sharding`) reads and draws only its own batches. The
+``*_batches`` functions read every planned batch.
+
 Input files are data, never code: ``np.load(..., allow_pickle=False)`` refuses pickled objects. Element types:
 float64 stays float64; float32 and float16 become float32; integer arrays (e.g. uint8 images) are converted to
 float32 as they are, with no scaling; bool, complex, string and object arrays are refused. NaN/Inf values are
@@ -14,7 +18,7 @@ larger declared or requested shapes are refused before anything is allocated.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +43,21 @@ class Batch:
         return len(self.sources)
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A planned batch: how many samples, the global index of its first one, and how to read (or draw) it."""
+
+    size: int
+    first_index: int
+    read: Callable[[], Batch]
+
+
+def read_all(plan: Iterator[Pending]) -> Iterator[Batch]:
+    """Every planned batch, read in turn."""
+    for pending in plan:
+        yield pending.read()
+
+
 def peek_shapes(path: str | Path, names: list[str]) -> dict[str, tuple[int, ...]]:
     """Array shapes of the first input file (memory-mapped, nothing loaded), for models without declared shapes."""
     path = Path(path)
@@ -56,6 +75,46 @@ def peek_shapes(path: str | Path, names: list[str]) -> dict[str, tuple[int, ...]
         return {}
 
 
+def sample_generator(seed: int, index: int) -> np.random.Generator:
+    """The random stream of sample ``index`` under ``seed``: child ``index`` of ``SeedSequence(seed)``.
+
+    Each sample has its own stream, so sample ``i`` is the same numbers whatever the batch size, the shard or the
+    number of samples drawn (a shard draws only its own samples, without drawing the ones before them).
+    """
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+
+
+def plan_random(
+    declared: dict[str, list[int | str | None]],
+    count: int,
+    batch_size: int,
+    seed: int = 0,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+) -> Iterator[Pending]:
+    """``count`` standard-normal samples per input (float64 draws stored as float32), in batches; sample ``i`` is
+    drawn from :func:`sample_generator` ``(seed, i)``, every input of a sample in declaration order."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed {seed!r}: must be an integer >= 0 (--seed, or seed: in a manifest)")
+    first = min(batch_size, count)
+    shapes = {
+        name: concrete_shape(dims, first, name, (input_shapes or {}).get(name))[1:]
+        for name, dims in declared.items()
+    }
+    check_input_memory(first, shapes, 8, "--random")
+
+    def draw(start: int, size: int) -> Batch:
+        arrays = {name: np.empty((size, *shape), dtype=np.float32) for name, shape in shapes.items()}
+        for i in range(size):
+            rng = sample_generator(seed, start + i)
+            for name, shape in shapes.items():
+                arrays[name][i] = rng.standard_normal(shape, dtype=np.float64)
+        return Batch(arrays, [f"random[seed={seed}]#{start + i}" for i in range(size)], start)
+
+    for start in range(0, count, batch_size):
+        size = min(batch_size, count - start)
+        yield Pending(size, start, lambda start=start, size=size: draw(start, size))
+
+
 def random_batches(
     declared: dict[str, list[int | str | None]],
     count: int,
@@ -63,25 +122,8 @@ def random_batches(
     seed: int = 0,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> Iterator[Batch]:
-    """``count`` standard-normal samples per input, drawn deterministically from ``seed``, in batches."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed {seed!r}: must be an integer >= 0 (--seed, or seed: in a manifest)")
-    rng = np.random.default_rng(seed)
-    first = min(batch_size, count)
-    shapes = {
-        name: concrete_shape(dims, first, name, (input_shapes or {}).get(name))[1:]
-        for name, dims in declared.items()
-    }
-    check_input_memory(first, shapes, 8, "--random")
-    for start in range(0, count, batch_size):
-        size = min(batch_size, count - start)
-        arrays = {
-            name: rng.standard_normal(
-                concrete_shape(dims, size, name, (input_shapes or {}).get(name)), dtype=np.float64
-            ).astype(np.float32)
-            for name, dims in declared.items()
-        }
-        yield Batch(arrays, [f"random[seed={seed}]#{start + i}" for i in range(size)], start)
+    """The batches of :func:`plan_random`, drawn."""
+    return read_all(plan_random(declared, count, batch_size, seed, input_shapes))
 
 
 def _check_array(name: str, array: np.ndarray, declared: list[int | str | None], source: str) -> np.ndarray:
@@ -228,19 +270,27 @@ def load_arrays(
         yield arrays, str(file)
 
 
-def file_batches(
+def plan_files(
     path: str | Path, declared: dict[str, list[int | str | None]], batch_size: int
-) -> Iterator[Batch]:
-    """Samples from files, re-batched to ``batch_size``, lazily: a ``.npy`` file is read one batch at a time."""
+) -> Iterator[Pending]:
+    """Samples from files, re-batched to ``batch_size``, lazily: a ``.npy`` file is read one batch at a time, and
+    only the batches that are read."""
     index = 0
     for arrays, source in load_arrays(path, declared):
         yield from _chunks(arrays, source, batch_size, index)
         index += next(iter(arrays.values())).shape[0]
 
 
-def array_batches(
-    arrays: dict[str, np.ndarray], declared: dict[str, list[int | str | None]], batch_size: int
+def file_batches(
+    path: str | Path, declared: dict[str, list[int | str | None]], batch_size: int
 ) -> Iterator[Batch]:
+    """The batches of :func:`plan_files`, read."""
+    return read_all(plan_files(path, declared, batch_size))
+
+
+def plan_arrays(
+    arrays: dict[str, np.ndarray], declared: dict[str, list[int | str | None]], batch_size: int
+) -> Iterator[Pending]:
     """In-memory arrays by graph input name (the Python API), checked and batched exactly like files."""
     missing = [name for name in declared if name not in arrays]
     if missing:
@@ -254,12 +304,23 @@ def array_batches(
     yield from _chunks(checked, "array", batch_size, 0)
 
 
-def _chunks(arrays: dict[str, np.ndarray], source: str, batch_size: int, index: int) -> Iterator[Batch]:
-    """Consecutive batches of one source, each read, checked and converted on its own."""
+def array_batches(
+    arrays: dict[str, np.ndarray], declared: dict[str, list[int | str | None]], batch_size: int
+) -> Iterator[Batch]:
+    """The batches of :func:`plan_arrays`, read."""
+    return read_all(plan_arrays(arrays, declared, batch_size))
+
+
+def _chunks(arrays: dict[str, np.ndarray], source: str, batch_size: int, index: int) -> Iterator[Pending]:
+    """Consecutive batches of one source, each read, checked and converted on its own when it is read."""
     count = next(iter(arrays.values())).shape[0]
     shapes = {name: tuple(a.shape[1:]) for name, a in arrays.items()}
     check_input_memory(min(batch_size, count), shapes, 8, source)
+
+    def read(start: int, size: int) -> Batch:
+        chunk = {name: _finish(name, a[start : start + size], source, start) for name, a in arrays.items()}
+        return Batch(chunk, [f"{source}#{start + i}" for i in range(size)], index + start)
+
     for start in range(0, count, batch_size):
         size = min(batch_size, count - start)
-        chunk = {name: _finish(name, a[start : start + size], source, start) for name, a in arrays.items()}
-        yield Batch(chunk, [f"{source}#{start + i}" for i in range(size)], index + start)
+        yield Pending(size, index + start, lambda start=start, size=size: read(start, size))

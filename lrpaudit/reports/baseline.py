@@ -30,21 +30,15 @@ A baseline file that is not JSON, or not an lrpaudit report of a schema major ve
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from ..errors import InputError, first_line
-from ..files import read_limited
 from ..verdicts import gated_metric, severity
 from ._format import fmt
-from .json_report import SCHEMA_VERSION
-from .schema_check import ReportSchemaError, validate_report
+from .json_report import read_report
 
-MAX_BASELINE_BYTES = 512 * 2**20  # a report of 20,000 layers x 16 samples is about 200 MB
-MAX_DEPTH = 64  # a report nests 6 levels deep; deeper JSON is not one (and would exhaust the parser's stack)
 DEFAULT_MARGIN = 0.5
 DEFAULT_FLOOR = {"float64": 1e-6, "float32": 1e-5}
 LIST_LIMIT = 20
@@ -52,57 +46,7 @@ LIST_LIMIT = 20
 
 def load_baseline(path) -> dict:
     """Read and validate a baseline report; any problem is an InputError that names the file."""
-    path = Path(path)
-    name = f"baseline {path}"
-    try:
-        text = read_limited(path, MAX_BASELINE_BYTES, InputError, "baseline report", prefix=name).decode(
-            "utf-8"
-        )
-    except FileNotFoundError as exc:
-        raise InputError(f"{name}: no such file") from exc
-    except IsADirectoryError as exc:
-        raise InputError(f"{name}: is a folder, not a JSON report") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{name}: cannot read it: not UTF-8 text (byte {exc.start})") from exc
-    try:
-        report = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"{name}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
-        ) from exc
-    except RecursionError as exc:  # the parser recurses once per level
-        raise InputError(f"{name}: not an lrpaudit report (JSON nested too deeply to read)") from exc
-    except ValueError as exc:  # e.g. an integer of more digits than Python converts
-        raise InputError(f"{name}: not valid JSON ({first_line(exc, 120)})") from exc
-    if _depth(report) > MAX_DEPTH:
-        raise InputError(f"{name}: not an lrpaudit report (JSON nested over {MAX_DEPTH} levels deep)")
-    if not isinstance(report, dict):
-        raise InputError(f"baseline {path}: not an lrpaudit report (a JSON object is expected)")
-    version = report.get("schema_version")
-    major = SCHEMA_VERSION.split(".")[0]
-    if isinstance(version, str) and version.split(".")[0] != major:
-        raise InputError(
-            f"baseline {path}: report schema version {version} cannot be read by this lrpaudit "
-            f"(it reads {major}.x): regenerate the baseline"
-        )
-    try:
-        validate_report(report)
-    except ReportSchemaError as exc:
-        raise InputError(f"baseline {path}: not a valid lrpaudit report: {exc}") from exc
-    return report
-
-
-def _depth(data) -> int:
-    """How deeply lists and objects nest in parsed JSON (iteratively: the data may be deeper than the stack)."""
-    deepest, stack = 0, [(data, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, level)
-            if deepest > MAX_DEPTH:
-                return deepest
-            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
+    return read_report(path, f"baseline {path}", "regenerate the baseline")
 
 
 class LayerRef(NamedTuple):

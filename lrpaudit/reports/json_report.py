@@ -10,6 +10,9 @@ Contract (schema ``lrpaudit/report.schema.json``, draft 2020-12, shipped in the 
   so does a row whose verdict is ``non_finite`` (its NaN may sit in another sample than the worst one shown).
 - Rows are in graph (topological) order; samples in input order; floats at full precision.
 - Aggregated layer rows hold the worst sample's figures (``worst_sample`` names it, ``failing_samples`` counts).
+- ``runs[].shard`` (1.2) is ``null`` for an audit of the whole input set; a sharded audit (``check --shard I/N``)
+  records which shard it is, of how many samples in all, and what its shards must share to be merged
+  (``lrpaudit merge``). Sample indices are global in both.
 
 ``summary``: ``runs`` (model x config audits), ``samples`` (over all runs), ``layer_checks`` (aggregated layer rows
 over all runs), ``failures`` (those rows whose verdict is not ``pass``), ``sample_failures`` (samples whose
@@ -28,9 +31,12 @@ from pathlib import Path
 
 from .._version import __version__
 from ..display import json_text
+from ..errors import InputError, first_line
+from ..files import read_limited
 from ..verdicts import CATEGORIES, ROW_FIELDS, rank_key
 from ._format import run_label
 from ._io import atomic_write_text
+from .schema_check import ReportSchemaError, validate_report
 
 SCHEMA_VERSION = "1.2"
 LAYER_KEYS = (
@@ -218,6 +224,23 @@ def _config(result) -> dict:
     )
 
 
+def _shard(result) -> dict | None:
+    shard = getattr(result, "shard", None)
+    if shard is None:
+        return None
+    return _plain(
+        {
+            "index": shard.index,
+            "count": shard.count,
+            "total_samples": shard.total_samples,
+            "batch_size": shard.batch_size,
+            "inputs": shard.inputs,
+            "target": shard.target,
+            "allow_empty": shard.allow_empty,
+        }
+    )
+
+
 def build_run(result) -> dict:
     """One model x config audit as a report ``runs[]`` entry."""
     tolerance = result.tolerance
@@ -245,6 +268,7 @@ def build_run(result) -> dict:
         "samples": [_sample(result, position) for position in range(len(result.samples))],
         "notes": [str(note) for note in result.notes],
         "rule_checks": _rule_checks(result),
+        "shard": _shard(result),
     }
 
 
@@ -314,3 +338,66 @@ def to_json_text(report: dict) -> str:
 def write_json(report: dict, path) -> Path:
     """Serialize first, then write atomically: a failure leaves no file and an old report untouched."""
     return atomic_write_text(path, to_json_text(report))
+
+
+# ---------------------------------------------------------------- reading
+
+
+MAX_REPORT_BYTES = 512 * 2**20  # a report of 20,000 layers x 16 samples is about 200 MB
+MAX_DEPTH = 64  # a report nests 6 levels deep; deeper JSON is not one (and would exhaust the parser's stack)
+
+
+def read_report(path, name: str | None = None, remedy: str = "regenerate it") -> dict:
+    """Read and validate a report (a baseline, a shard to merge); any problem is an InputError that starts with
+    ``name`` (default: the path). The file is size-limited before it is read and its nesting depth checked
+    before it is validated; a report of another schema major version cannot be read (``remedy`` says what to do).
+    """
+    path = Path(path)
+    name = name or str(path)
+    try:
+        raw = read_limited(path, MAX_REPORT_BYTES, InputError, "JSON report", prefix=name)
+        text = raw.decode("utf-8")
+    except FileNotFoundError as exc:
+        raise InputError(f"{name}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"{name}: is a folder, not a JSON report") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name}: cannot read it: not UTF-8 text (byte {exc.start})") from exc
+    try:
+        report = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{name}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from exc
+    except RecursionError as exc:  # the parser recurses once per level
+        raise InputError(f"{name}: not an lrpaudit report (JSON nested too deeply to read)") from exc
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise InputError(f"{name}: not valid JSON ({first_line(exc, 120)})") from exc
+    if _depth(report) > MAX_DEPTH:
+        raise InputError(f"{name}: not an lrpaudit report (JSON nested over {MAX_DEPTH} levels deep)")
+    if not isinstance(report, dict):
+        raise InputError(f"{name}: not an lrpaudit report (a JSON object is expected)")
+    version = report.get("schema_version")
+    major = SCHEMA_VERSION.split(".")[0]
+    if isinstance(version, str) and version.split(".")[0] != major:
+        raise InputError(
+            f"{name}: report schema version {version} cannot be read by this lrpaudit (it reads {major}.x): {remedy}"
+        )
+    try:
+        validate_report(report)
+    except ReportSchemaError as exc:
+        raise InputError(f"{name}: not a valid lrpaudit report: {exc}") from exc
+    return report
+
+
+def _depth(data) -> int:
+    """How deeply lists and objects nest in parsed JSON (iteratively: the data may be deeper than the stack)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if deepest > MAX_DEPTH:
+                return deepest
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest

@@ -293,6 +293,12 @@ GOOD_MODEL = "  - {path: ../models/digits_mlp.onnx, inputs: ../models/digits_sam
             "must be >= 1",
         ),
         (
+            "version: 1\nmodels:\n  - {path: ../models/digits_mlp.onnx, random: 2, shards: 0}\n"
+            "configs:\n  - preset: conservative\n",
+            "3:58: models[0].shards",
+            "must be >= 1",
+        ),
+        (
             "version: 1\nmodels:\n  - {path: ../models/digits_mlp.onnx, random: 2, input_shape: [1, x]}\n"
             "configs:\n  - preset: conservative\n",
             "3:63: models[0].input_shape",

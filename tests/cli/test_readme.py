@@ -7,6 +7,7 @@ and output, the Python snippet runs, the YAML examples load, the flags it lists 
   code; the lines shown must be the output (stdout, then stderr), where a `...` line stands for any lines.
   Timings (`(1.7 s)`) are compared as `#.# s`.
 Commands run through CliRunner from a temporary folder that links `sample_models/` (reports they write land there).
+They run in README order in one xdist worker (``SERIAL_MODULES`` in conftest: the merge reads shard reports).
 """
 
 from __future__ import annotations

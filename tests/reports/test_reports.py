@@ -211,6 +211,7 @@ def test_report_of_failing_and_passing_runs_matches_design_and_schema(failing, p
     assert run["fidelity"]["reference"] == "onnxruntime" and run["fidelity"]["passed"] is True
     assert run["verdict"] == "fail" and report["runs"][1]["verdict"] == "pass"
     assert any("softmax" in note for note in run["notes"]) and run["rule_checks"] is None
+    assert run["shard"] is None  # an audit of the whole input set (schema 1.2)
     for row in run["layers"]:
         assert set(ROW_KEYS) <= set(row) and row["non_finite"] is False
     assert [row["id"] for row in run["layers"]] == [layer.node_id for layer in failing.layers]
