@@ -1,8 +1,7 @@
-"""Pattern fusions: MatMul+Add -> linear with bias, the erf-GELU decomposition -> gelu, gate marking on mul."""
+"""Pattern fusions: MatMul+Add -> linear with bias, and gate marking on ``mul`` (activation fusions are in
+``activations``, normalization fusions in ``norms``)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -49,65 +48,6 @@ def fuse_linear_bias(graph: Graph) -> Graph:
         existing = node.params.get("bias")
         node.params["bias"] = bias.to(torch.float64) + (0 if existing is None else existing)
         absorb_successor(graph, node, successor)
-    return graph
-
-
-def _const_value(node: Node) -> float | None:
-    const = node.params.get("const")
-    return float(const.reshape(-1)[0]) if const is not None and const.numel() == 1 else None
-
-
-def _near(value: float | None, target: float) -> bool:
-    return value is not None and abs(value - target) <= 1e-6 * abs(target)
-
-
-def fuse_gelu(graph: Graph) -> Graph:
-    """``x * 0.5 * (1 + erf(x / sqrt 2))`` (the exporters' GELU) -> one ``gelu`` node, in its usual orderings."""
-    graph = clone(graph)
-    for erf in [n for n in graph.nodes if n.op == "erf"]:
-        producers = graph.producers()
-        scaled = producers.get(erf.inputs[0])
-        if scaled is None or scaled.op != "mul_const" or not _near(_const_value(scaled), 1 / math.sqrt(2)):
-            continue
-        if single_consumer(graph, scaled.output) is not erf:
-            continue
-        x = scaled.inputs[0]
-        plus_one = single_consumer(graph, erf.output)
-        if plus_one is None or plus_one.op != "add_const" or not _near(_const_value(plus_one), 1.0):
-            continue
-        removed, gate, has_half = [scaled, erf, plus_one], plus_one.output, False
-        halved = single_consumer(graph, gate)
-        if halved is not None and halved.op == "mul_const" and _near(_const_value(halved), 0.5):
-            removed, gate, has_half = removed + [halved], halved.output, True
-        product = single_consumer(graph, gate)
-        if product is None or product.op != "mul":
-            continue
-        other = product.inputs[0] if product.inputs[1] == gate else product.inputs[1]
-        final = product
-        if other == x and not has_half:
-            last = single_consumer(graph, product.output)
-            if last is None or last.op != "mul_const" or not _near(_const_value(last), 0.5):
-                continue
-            removed, final = removed + [product], last
-        elif other != x:
-            half_x = producers.get(other)
-            if has_half or half_x is None or half_x.op != "mul_const" or half_x.inputs[0] != x:
-                continue
-            if not _near(_const_value(half_x), 0.5):
-                continue
-            if single_consumer(graph, half_x.output) is product:
-                removed.append(half_x)
-        fused = Node(
-            id=final.id,
-            op="gelu",
-            inputs=[x],
-            outputs=list(final.outputs),
-            attrs={"approximate": "none"},
-            origin=dict(final.origin) | {"ops": ["Erf-GELU pattern"]},
-        )
-        graph.nodes[graph.nodes.index(final)] = fused
-        for node in removed:
-            graph.nodes.remove(node)
     return graph
 
 

@@ -19,7 +19,7 @@ from onnx import helper, numpy_helper
 
 from ...errors import ModelError, UnsupportedOpError, first_line
 from ...forward import run_node
-from ...ir import LINEAR_TYPE, Node
+from ...ir import LINEAR_TYPE, Node, TokenInput
 
 Converter = Callable[["Context", onnx.NodeProto], None]
 CONVERTERS: dict[str, Converter] = {}
@@ -64,6 +64,12 @@ class Context:
     current: onnx.NodeProto | None = None
     # The element type of the activations.
     float_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+    # Values holding integer token ids (an integer graph input, reshaped): value -> the graph input's name.
+    tokens: dict[str, str] = field(default_factory=dict)
+    # The embedding lookups of token ids: their outputs are graph inputs of the IR.
+    token_inputs: list[TokenInput] = field(default_factory=list)
+    # ``IsNaN`` of a softmax output: value -> the softmax output it tests (only a NaN guard may read it).
+    nan_tests: dict[str, str] = field(default_factory=dict)
 
     # -- values
     def name(self, value: str) -> str:
@@ -123,6 +129,11 @@ class Context:
     ) -> str:
         """Append an IR node, run it on meta tensors for its shape, and return its output name."""
         onnx_node = self.current
+        ids = [self.name(v) for v in inputs if self.name(v) in self.tokens]
+        if ids:
+            self.fail(token_misuse(self.tokens[ids[0]]))
+        if any(self.name(v) in self.nan_tests for v in inputs):
+            self.fail("uses a NaN test of an activation other than as the guard Where(IsNaN(p), 0, p)")
         base = (onnx_node.name or onnx_node.output[0]) if onnx_node is not None else output
         node_id, k = base, 1
         while node_id in self.ids:
@@ -168,6 +179,15 @@ class Context:
     def tmp(self, output: str, suffix: str) -> str:
         """Name for an intermediate IR value inside a node that maps to several IR nodes."""
         return f"{output}::{suffix}"
+
+
+def token_misuse(name: str) -> str:
+    """Why an integer input read by anything but its embedding lookup is refused."""
+    return (
+        f"reads the integer input {name!r} as numbers; lrpaudit audits an integer input only as the token ids of "
+        "an embedding lookup (Gather from a constant table), and an input used as data (an attention mask, a "
+        "padding test) cannot carry relevance: export the model without it"
+    )
 
 
 def _channel_params(node: Node, out: tuple[int, ...]) -> str | None:

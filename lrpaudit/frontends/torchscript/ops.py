@@ -294,8 +294,6 @@ def mean(ctx: Builder, call: Call) -> Act:
     dims = call.arg("dim")
     axes = sorted({norm_dim(d, rank) for d in dims}) if dims else list(range(rank))
     keepdim = bool(call.arg("keepdim", False))
-    if 0 in axes:
-        raise Refuse("mean over axis 0 (the batch axis) mixes samples; not supported")
     if rank > 2 and axes == list(range(2, rank)):
         return ctx.emit("global_avgpool", [x], {"keepdims": keepdim})
     return ctx.emit("mean", [x], {"axes": tuple(axes), "keepdims": keepdim})

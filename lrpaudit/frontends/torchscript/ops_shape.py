@@ -72,8 +72,6 @@ def cat(ctx: Builder, call: Call) -> Act:
     if not all(isinstance(item, Act) for item in items):
         raise Refuse("concatenation of an activation with a constant is not supported")
     axis = norm_dim(dim, items[0].value.dim())
-    if axis == 0:
-        raise Refuse("concatenation along axis 0 (the batch axis) mixes samples; not supported")
     if len(items) == 1:
         return ctx.alias(items[0])
     return ctx.emit("concat", list(items), {"axis": axis})
@@ -85,8 +83,6 @@ def stack(ctx: Builder, call: Call) -> Act:
     if not all(isinstance(item, Act) for item in items):
         raise Refuse("stacking an activation with a constant is not supported")
     axis = norm_dim(dim, items[0].value.dim() + 1)
-    if axis == 0:
-        raise Refuse("stacking along axis 0 (the batch axis) mixes samples; not supported")
     parts = []
     for item in items:
         shape = list(item.value.shape)
@@ -101,8 +97,6 @@ def _positions(ctx: Builder, call: Call, x: Act, axis: int, indices: list[int], 
     size = x.value.shape[axis]
     if indices == list(range(size)):
         return Act(x.name, emit.get("value", call.out))
-    if axis == 0:
-        raise Refuse("slicing along axis 0 (taken as the batch axis) is not supported")
     return ctx.emit("slice", [x], {"axes": (axis,), "indices": (tuple(indices),)}, **emit)
 
 
@@ -126,8 +120,6 @@ def narrow(ctx: Builder, call: Call) -> Act:
 
 
 def _gather(ctx: Builder, x: Act, axis: int, indices: Any, **emit: Any) -> Act:
-    if axis == 0:
-        raise Refuse("indexing along axis 0 (taken as the batch axis) is not supported")
     size = x.value.shape[axis]
     tensor = torch.as_tensor(indices, dtype=torch.long)
     tensor = torch.where(tensor < 0, tensor + size, tensor)
@@ -215,7 +207,5 @@ def pad(ctx: Builder, call: Call) -> Act:
     begins, ends = [0] * rank, [0] * rank
     for i in range(len(amounts) // 2):
         begins[rank - 1 - i], ends[rank - 1 - i] = amounts[2 * i], amounts[2 * i + 1]
-    if begins[0] or ends[0]:
-        raise Refuse("padding along axis 0 (the batch axis) is not supported")
     attrs = {"pads": tuple(begins + ends), "mode": modes[mode], "value": float(value or 0.0)}
     return ctx.emit("pad", [x], attrs)

@@ -1,0 +1,248 @@
+"""Fusing decomposed normalizations into one ``layernorm`` node, and refusing the steps no pattern took.
+
+Older exporters (ONNX opset < 17, hand-written modules such as T5's or LLaMA's RMSNorm) write a normalization as
+elementwise steps. The patterns, over the axes ``A`` of the two means (the same in both):
+
+* LayerNorm: ``d = x - mean_A(x)``, ``v = mean_A(d ** 2)`` (or ``d * d``), then ``d / sqrt(v + eps)``,
+  ``d * rsqrt(v + eps)`` or ``d * (1 / sqrt(v + eps))``;
+* RMSNorm: the same with ``d = x`` (no centring);
+
+each optionally followed by ``* gamma`` and ``+ beta`` that vary along ``A`` only (the affine weight and bias).
+Every intermediate value must feed only the next step. Axes that are not the trailing ones are moved there and
+back with ``permute`` nodes (``layernorm`` normalizes trailing axes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import UnsupportedOpError
+from ..ir import FUSION_ONLY, Graph, Node
+from .cleanup import clone
+
+
+@dataclass
+class _Match:
+    """One decomposed normalization: its input, axes, eps, the nodes it replaces and the affine parts."""
+
+    x: str
+    axes: tuple[int, ...]  # positive axes of the input
+    eps: float
+    center: bool
+    nodes: list[Node]
+    last: Node
+    weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+
+
+def _mean_axes(node: Node | None, rank: int) -> tuple[int, ...] | None:
+    """The axes a keepdims mean reduces (``mean`` or ``global_avgpool``), else None."""
+    if node is None or not node.attrs.get("keepdims", True):
+        return None
+    if node.op == "mean":
+        return tuple(sorted(node.attrs["axes"]))
+    if node.op == "global_avgpool":
+        return tuple(range(2, rank))
+    return None
+
+
+def _scalar(node: Node, op: str) -> float | None:
+    const = node.params.get("const")
+    if node.op != op or const is None or const.numel() != 1:
+        return None
+    return float(const.reshape(-1)[0])
+
+
+def _is_square_of(node: Node | None) -> str | None:
+    """The value this node squares (``pow`` 2 or ``mul(d, d)``), else None."""
+    if node is None:
+        return None
+    if node.op == "pow" and float(node.attrs["exponent"]) == 2.0:
+        return node.inputs[0]
+    if node.op == "mul" and node.inputs[0] == node.inputs[1]:
+        return node.inputs[0]
+    return None
+
+
+class _Finder:
+    """Producer and consumer lookups over one graph."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.producers = graph.producers()
+        self.consumers = graph.consumers()
+
+    def only_reader(self, value: str) -> Node | None:
+        """The single node reading ``value`` (it may read it twice), if the value is no graph output."""
+        readers = {id(n): n for n in self.consumers.get(value, [])}
+        if value in self.graph.outputs or len(readers) != 1:
+            return None
+        return next(iter(readers.values()))
+
+    def readers(self, value: str) -> list[Node]:
+        return list({id(n): n for n in self.consumers.get(value, [])}.values())
+
+
+def _division(find: _Finder, std_in: Node, d: str) -> tuple[list[Node], Node] | None:
+    """From the node after ``v + eps``: the steps up to ``d / sigma`` and that final node."""
+    if std_in.op == "rsqrt":
+        product = find.only_reader(std_in.output)
+        if (
+            product is not None
+            and product.op == "mul"
+            and d in product.inputs
+            and std_in.output in product.inputs
+        ):
+            return [std_in, product], product
+        return None
+    if std_in.op != "sqrt":
+        return None
+    after = find.only_reader(std_in.output)
+    if after is None:
+        return None
+    if after.op == "div" and after.inputs == [d, std_in.output]:
+        return [std_in, after], after
+    if after.op == "reciprocal":
+        product = find.only_reader(after.output)
+        if (
+            product is not None
+            and product.op == "mul"
+            and sorted(product.inputs) == sorted([d, after.output])
+        ):
+            return [std_in, after, product], product
+    return None
+
+
+def _match(find: _Finder, variance: Node) -> _Match | None:
+    """The normalization whose variance mean is ``variance``, or None."""
+    square = find.producers.get(variance.inputs[0])
+    d = _is_square_of(square)
+    if d is None or find.only_reader(square.output) is not variance:
+        return None
+    rank = len(find.graph.shapes.get(d, ()))
+    axes = _mean_axes(variance, rank)
+    if not axes:
+        return None
+    step = find.only_reader(variance.output)
+    if step is None:
+        return None
+    eps, nodes = 0.0, [square, variance]
+    if step.op == "add_const":
+        eps = _scalar(step, "add_const")
+        if eps is None:
+            return None
+        nodes.append(step)
+        step = find.only_reader(step.output)
+        if step is None:
+            return None
+    division = _division(find, step, d)
+    if division is None:
+        return None
+    steps, last = division
+    nodes += steps
+    centring = find.producers.get(d)
+    centred = (
+        centring is not None
+        and centring.op == "add"
+        and centring.attrs.get("coeffs") == [1.0, -1.0]
+        and _mean_axes(find.producers.get(centring.inputs[1]), rank) == axes
+        and find.producers[centring.inputs[1]].inputs[0] == centring.inputs[0]
+        and find.only_reader(centring.inputs[1]) is centring
+        and {id(n) for n in find.readers(d)} == {id(square), id(last)}
+    )
+    if centred:
+        mean = find.producers[centring.inputs[1]]
+        return _Match(centring.inputs[0], axes, eps, True, [mean, centring, *nodes], last)
+    return _Match(d, axes, eps, False, nodes, last)
+
+
+def _affine(const: torch.Tensor, shape: tuple[int, ...], axes: tuple[int, ...]) -> torch.Tensor | None:
+    """A constant that varies along ``axes`` only, as a tensor of the normalized dims' shape; else None."""
+    rank = len(shape)
+    if const.dim() > rank:
+        return None
+    full = const.reshape((1,) * (rank - const.dim()) + tuple(const.shape))
+    if any(full.shape[i] != 1 for i in range(rank) if i not in axes):
+        return None
+    if any(full.shape[i] not in (1, shape[i]) for i in axes):
+        return None
+    normalized = tuple(shape[i] for i in axes)
+    return full.reshape(tuple(full.shape[i] for i in axes)).expand(normalized).clone()
+
+
+def _take_affine(find: _Finder, match: _Match) -> None:
+    """Absorb a following ``* gamma`` and then ``+ beta`` that fit the normalized dims."""
+    shape = find.graph.shapes[match.x]
+    for op, slot in (("mul_const", "weight"), ("add_const", "bias")):
+        after = find.only_reader(match.last.output)
+        if after is None or after.op != op:
+            if op == "mul_const":
+                continue
+            return
+        tensor = _affine(after.params["const"].to(torch.float64), shape, match.axes)
+        if tensor is None:
+            return
+        setattr(match, slot, tensor)
+        match.nodes.append(after)
+        match.last = after
+
+
+def _replacement(graph: Graph, match: _Match) -> list[Node]:
+    """The ``layernorm`` node (with permutes around it when the axes are not the trailing ones)."""
+    rank = len(graph.shapes[match.x])
+    origin = dict(match.last.origin)
+    origin["ops"] = [op for node in match.nodes for op in node.origin.get("ops", [])]
+    origin["pattern"] = "LayerNorm" if match.center else "RMSNorm"
+    params = {k: v for k, v in (("weight", match.weight), ("bias", match.bias)) if v is not None}
+    attrs = {"axes": tuple(range(-len(match.axes), 0)), "eps": match.eps, "center": match.center}
+    out = match.last.output
+    if match.axes == tuple(range(rank - len(match.axes), rank)):
+        return [Node(match.last.id, "layernorm", [match.x], [out], attrs, params, origin)]
+    kept = [i for i in range(rank) if i not in match.axes]
+    perm = tuple(kept + list(match.axes))
+    inverse = tuple(perm.index(i) for i in range(rank))
+    moved, normed = f"{out}::to_last", f"{out}::normalized"
+    shape = graph.shapes[match.x]
+    graph.shapes[moved] = graph.shapes[normed] = tuple(shape[i] for i in perm)
+    helper = dict(origin, onnx_output=None, source_output=None)
+    return [
+        Node(f"{match.last.id}:to_last", "permute", [match.x], [moved], {"perm": perm}, {}, helper),
+        Node(f"{match.last.id}:norm", "layernorm", [moved], [normed], attrs, params, helper),
+        Node(match.last.id, "permute", [normed], [out], {"perm": inverse}, {}, origin),
+    ]
+
+
+def fuse_layernorm(graph: Graph) -> Graph:
+    """Every decomposed LayerNorm / RMSNorm (module docstring) as one ``layernorm`` node."""
+    graph = clone(graph)
+    for variance in [n for n in graph.nodes if n.op in ("mean", "global_avgpool")]:
+        if variance not in graph.nodes:
+            continue
+        find = _Finder(graph)
+        match = _match(find, variance)
+        if match is None:
+            continue
+        _take_affine(find, match)
+        position = graph.nodes.index(match.last)
+        graph.nodes[position : position + 1] = _replacement(graph, match)
+        for node in match.nodes:
+            if node is not match.last:
+                graph.nodes.remove(node)
+    return graph
+
+
+def refuse_unfused(graph: Graph) -> Graph:
+    """A step of a decomposition that no pattern took (``ir.FUSION_ONLY``) has no LRP rule: refuse it by name."""
+    for node in graph.nodes:
+        if node.op in FUSION_ONLY:
+            source = graph.source.get("path", "model")
+            origin = "+".join(node.origin.get("ops", [])) or node.op
+            if "opset" in node.origin:
+                origin += f", opset {node.origin['opset']}"
+            raise UnsupportedOpError(
+                f"{source}: node {node.id!r} ({origin}): {node.op} of an activation is not part of a pattern "
+                "lrpaudit recognizes (a decomposed LayerNorm/RMSNorm or GELU), and has no LRP rule of its own"
+            )
+    return graph
