@@ -23,12 +23,13 @@ def cast_params(graph: Graph, dtype: torch.dtype, device: str | torch.device = "
 
 
 def embed_inputs(
-    graph: Graph, feeds: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None
+    graph: Graph, feeds: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None, first_index: int = 0
 ) -> dict[str, torch.Tensor]:
     """The graph's feeds from the model's: token ids replaced by their embeddings (the prologue, ``ir.TokenInput``).
 
     Float inputs pass unchanged; each lookup reads ``table[ids.reshape(index_shape)]`` in ``dtype`` (default: the
-    dtype of the other inputs, else float64). An id outside ``0 .. rows - 1`` is an InputError naming it.
+    dtype of the other inputs, else float64). An id outside ``0 .. rows - 1`` is an InputError naming it and its
+    sample (numbered from ``first_index``).
     """
     if not graph.token_inputs:
         return dict(feeds)
@@ -45,7 +46,7 @@ def embed_inputs(
         ids = ids.to(torch.long)
         bad = (ids < 0) | (ids >= token.vocab)
         if bool(bad.any()):
-            sample = int(bad.reshape(ids.shape[0], -1).any(dim=1).nonzero()[0])
+            sample = first_index + int(bad.reshape(ids.shape[0], -1).any(dim=1).nonzero()[0])
             value = int(ids[bad][0])
             raise InputError(
                 f"input {token.name!r}: token id {value} (sample {sample}) is outside 0..{token.vocab - 1}, "

@@ -3,7 +3,8 @@
 Input files are data, never code: ``np.load(..., allow_pickle=False)`` refuses pickled objects. Element types:
 float64 stays float64; float32 and float16 become float32; integer arrays (e.g. uint8 images) are converted to
 float32 as they are, with no scaling; bool, complex, string and object arrays are refused. NaN/Inf values are
-refused, naming the file and the sample.
+refused, naming the file and the sample. Inputs that take token ids (``integer``: a text model's ``input_ids``)
+must be integer arrays and become int64; seeded draws for them are uniform over ``0 .. vocab - 1``.
 
 Streaming: ``.npy`` files are memory-mapped and read one batch at a time (each batch is checked and converted on
 its own), so memory holds one batch whatever the number of samples; a ``.npz`` member is read whole, one file at a
@@ -52,29 +53,46 @@ def peek_shapes(path: str | Path, names: list[str]) -> dict[str, tuple[int, ...]
         return {}
 
 
+def first_shapes(
+    declared: dict[str, list[int | str | None]],
+    count: int,
+    batch_size: int,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+) -> dict[str, tuple[int, ...]]:
+    """The input shapes of the first batch of ``count`` seeded draws."""
+    first = min(batch_size, count)
+    return {
+        name: concrete_shape(dims, first, name, (input_shapes or {}).get(name))
+        for name, dims in declared.items()
+    }
+
+
 def random_batches(
     declared: dict[str, list[int | str | None]],
     count: int,
     batch_size: int,
     seed: int = 0,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    vocab: dict[str, int] | None = None,
 ) -> Iterator[Batch]:
-    """``count`` standard-normal samples per input, drawn deterministically from ``seed``, in batches."""
+    """``count`` samples per input, drawn deterministically from ``seed``, in batches: standard normal, and for
+    the token inputs in ``vocab`` (name -> number of ids) uniform integers ``0 .. vocab - 1``."""
     rng = np.random.default_rng(seed)
+    vocab = vocab or {}
     first = min(batch_size, count)
     shapes = {
-        name: concrete_shape(dims, first, name, (input_shapes or {}).get(name))[1:]
-        for name, dims in declared.items()
+        name: shape[1:] for name, shape in first_shapes(declared, count, batch_size, input_shapes).items()
     }
     check_input_memory(first, shapes, 8, "--random")
     for start in range(0, count, batch_size):
         size = min(batch_size, count - start)
-        arrays = {
-            name: rng.standard_normal(
-                concrete_shape(dims, size, name, (input_shapes or {}).get(name)), dtype=np.float64
-            ).astype(np.float32)
-            for name, dims in declared.items()
-        }
+        arrays = {}
+        for name, dims in declared.items():
+            shape = concrete_shape(dims, size, name, (input_shapes or {}).get(name))
+            if name in vocab:
+                arrays[name] = rng.integers(0, vocab[name], shape, dtype=np.int64)
+            else:
+                arrays[name] = rng.standard_normal(shape, dtype=np.float64).astype(np.float32)
         yield Batch(arrays, [f"random[seed={seed}]#{start + i}" for i in range(size)], start)
 
 
@@ -99,8 +117,15 @@ def _check_array(name: str, array: np.ndarray, declared: list[int | str | None],
     return array
 
 
-def _finish(name: str, chunk: np.ndarray, source: str, first: int) -> np.ndarray:
-    """One batch read into memory as float64 or float32, refused if it holds NaN/Inf (naming the sample)."""
+def _finish(name: str, chunk: np.ndarray, source: str, first: int, integer: frozenset[str]) -> np.ndarray:
+    """One batch read into memory as float64 or float32 (token ids: int64), refused if it holds NaN/Inf (naming
+    the sample)."""
+    if name in integer:
+        if not np.issubdtype(chunk.dtype, np.integer):
+            raise InputError(
+                f"{source}: input {name!r} takes integer token ids; got an array of {chunk.dtype}"
+            )
+        return np.array(chunk, dtype=np.int64)
     chunk = np.array(chunk, dtype=np.float64 if chunk.dtype == np.float64 else np.float32)
     finite = np.isfinite(chunk.reshape(chunk.shape[0], -1)).all(axis=1)
     if not finite.all():
@@ -187,17 +212,23 @@ def load_arrays(
 
 
 def file_batches(
-    path: str | Path, declared: dict[str, list[int | str | None]], batch_size: int
+    path: str | Path,
+    declared: dict[str, list[int | str | None]],
+    batch_size: int,
+    integer: frozenset[str] = frozenset(),
 ) -> Iterator[Batch]:
     """Samples from files, re-batched to ``batch_size``, lazily: a ``.npy`` file is read one batch at a time."""
     index = 0
     for arrays, source in load_arrays(path, declared):
-        yield from _chunks(arrays, source, batch_size, index)
+        yield from _chunks(arrays, source, batch_size, index, integer)
         index += next(iter(arrays.values())).shape[0]
 
 
 def array_batches(
-    arrays: dict[str, np.ndarray], declared: dict[str, list[int | str | None]], batch_size: int
+    arrays: dict[str, np.ndarray],
+    declared: dict[str, list[int | str | None]],
+    batch_size: int,
+    integer: frozenset[str] = frozenset(),
 ) -> Iterator[Batch]:
     """In-memory arrays by graph input name (the Python API), checked and batched exactly like files."""
     missing = [name for name in declared if name not in arrays]
@@ -209,15 +240,19 @@ def array_batches(
     sizes = {a.shape[0] for a in checked.values()}
     if len(sizes) != 1:
         raise InputError(f"the input arrays have different sample counts {sorted(sizes)}")
-    yield from _chunks(checked, "array", batch_size, 0)
+    yield from _chunks(checked, "array", batch_size, 0, integer)
 
 
-def _chunks(arrays: dict[str, np.ndarray], source: str, batch_size: int, index: int) -> Iterator[Batch]:
+def _chunks(
+    arrays: dict[str, np.ndarray], source: str, batch_size: int, index: int, integer: frozenset[str]
+) -> Iterator[Batch]:
     """Consecutive batches of one source, each read, checked and converted on its own."""
     count = next(iter(arrays.values())).shape[0]
     shapes = {name: tuple(a.shape[1:]) for name, a in arrays.items()}
     check_input_memory(min(batch_size, count), shapes, 8, source)
     for start in range(0, count, batch_size):
         size = min(batch_size, count - start)
-        chunk = {name: _finish(name, a[start : start + size], source, start) for name, a in arrays.items()}
+        chunk = {
+            name: _finish(name, a[start : start + size], source, start, integer) for name, a in arrays.items()
+        }
         yield Batch(chunk, [f"{source}#{start + i}" for i in range(size)], index + start)

@@ -109,6 +109,8 @@ def _handle(node: Node, ins: list[lay.Layout], out_shape: tuple[int, ...], batch
         return tuple(out), attrs, params
     if op == "gather":
         axis = attrs["axis"]
+        if lay.holds_batch(x, axis):
+            return _flat_gather(x, attrs, params, batch)
         attrs["axis"] = _axis(x, axis, "indexing")
         index_shape = tuple(torch.as_tensor(attrs["indices"]).shape)
         out = (*x[:axis], *(lay.fresh(s) for s in index_shape), *x[axis + 1 :])
@@ -190,6 +192,25 @@ def _handle(node: Node, ins: list[lay.Layout], out_shape: tuple[int, ...], batch
             raise _Refuse("an einsum that does not keep the first axis of every operand as the batch")
         return lay.identity(out_shape, batch), attrs, params
     raise _Unknown()
+
+
+def _flat_gather(x: lay.Layout, attrs: dict, params: dict, batch: int) -> tuple:
+    """A gather from an axis that merges the batch (major) with other dims, whose indices keep every sample in its
+    own block, the same way for each (dynamo's ``as_strided`` over a flattened tensor): a gather within the sample."""
+    axis = attrs["axis"]
+    atoms = x[axis]
+    rest = math.prod(a.size for a in atoms[1:])
+    index = torch.as_tensor(attrs["indices"])
+    if not atoms[0].batch or rest == 1 or index.dim() == 0 or index.shape[0] != batch:
+        raise _Refuse("indexing along the batch axis mixes samples")
+    blocks = torch.arange(batch).reshape((batch,) + (1,) * (index.dim() - 1))
+    local = index - blocks * rest
+    if bool(((index // rest) != blocks).any()) or bool((local != local[:1]).any()):
+        raise _Refuse("indexing along the batch axis mixes samples")
+    attrs["axis"] = lay.canonical_axis(x, axis)
+    attrs["indices"] = local[0].tolist()
+    out = (*x[:axis], (atoms[0],), *(lay.fresh(s) for s in index.shape[1:]), *x[axis + 1 :])
+    return out, attrs, params
 
 
 HANDLED = ELEMENTWISE | {

@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 from ...errors import ModelError, UnsupportedOpError, first_line
 from ...forward import run_node
 from ...ir import LINEAR_TYPE, Node, TokenInput
+from .._tokens import token_misuse
 
 Converter = Callable[["Context", onnx.NodeProto], None]
 CONVERTERS: dict[str, Converter] = {}
@@ -154,7 +155,8 @@ class Context:
                 "ops": [onnx_node.op_type] if onnx_node is not None else [],
                 "names": [base],
                 "opset": self.opset,
-                "onnx_output": output,
+                # a step inside a multi-node mapping (``ctx.tmp``) is no tensor of the ONNX graph
+                "onnx_output": output if onnx_node is None or output in onnx_node.output else None,
             },
         )
         meta_params = {
@@ -179,15 +181,6 @@ class Context:
     def tmp(self, output: str, suffix: str) -> str:
         """Name for an intermediate IR value inside a node that maps to several IR nodes."""
         return f"{output}::{suffix}"
-
-
-def token_misuse(name: str) -> str:
-    """Why an integer input read by anything but its embedding lookup is refused."""
-    return (
-        f"reads the integer input {name!r} as numbers; lrpaudit audits an integer input only as the token ids of "
-        "an embedding lookup (Gather from a constant table), and an input used as data (an attention mask, a "
-        "padding test) cannot carry relevance: export the model without it"
-    )
 
 
 def _channel_params(node: Node, out: tuple[int, ...]) -> str | None:

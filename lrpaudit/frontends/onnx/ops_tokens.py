@@ -15,7 +15,8 @@ import torch
 from onnx import helper
 
 from ...ir import TokenInput
-from .context import Context, norm_axis, to_param, token_misuse
+from .._tokens import token_misuse
+from .context import Context, norm_axis, to_param
 from .ops_basic import shape_of
 
 # Ops that keep the ids in order; their output shape comes from onnx's reference implementation on zeros.
