@@ -3,7 +3,9 @@
 * one torch thread per worker (``pytest -n 2`` runs two workers on two cores);
 * ``export_cache``: model files made once per test session and shared by every xdist worker (exports take
   seconds each; made under a file lock, in the session's common temp folder);
-* ``reference_export``: the reference models of ``helpers/reference_models.py`` exported through that cache.
+* ``reference_export``: the reference models of ``helpers/reference_models.py`` exported through that cache;
+* ``transformer_export``: the transformer models of ``helpers/transformer_models.py`` (legacy / dynamo ONNX, traced
+  TorchScript) through that cache.
 """
 
 from __future__ import annotations
@@ -52,5 +54,21 @@ def reference_export(export_cache):
             export_onnx(build(name), example_input(name), path, dynamo=dynamo, opset=opset, fold=fold)
 
         return export_cache(f"{name}-{exporter}-{opset}-{'fold' if fold else 'nofold'}.onnx", make)
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def transformer_export(export_cache):
+    """``transformer_export(model, fmt, attn="eager", opset=None)`` -> the file of a transformer model
+    (``fmt``: legacy | dynamo | traced; ``opset`` for dynamo, default 20)."""
+    from tests.helpers.transformer_models import export
+
+    def get(name: str, fmt: str, attn: str = "eager", opset: int | None = None) -> Path:
+        suffix = "pt" if fmt == "traced" else "onnx"
+        tag = f"-opset{opset}" if opset else ""
+        return export_cache(
+            f"tf-{name}-{attn}-{fmt}{tag}.{suffix}", lambda path: export(name, fmt, path, attn, opset)
+        )
 
     return get

@@ -91,6 +91,7 @@ def _handle(node: Node, ins: list[lay.Layout], out_shape: tuple[int, ...], batch
             out = lay.reshape_layout(x, out_shape, batch)
         except lay.Misfit as exc:
             raise _Refuse(str(exc)) from exc
+        out = lay.settle_batch_of_one(out) if batch == 1 else out
         attrs["shape"] = lay.canonical_shape(out, batch)
         return out, attrs, params
     if op == "permute":
@@ -259,6 +260,8 @@ def batch_first(graph: Graph) -> Graph:
             _refuse(
                 graph, node, "lrpaudit cannot follow the batch axis through this op (it is not axis 0 here)"
             )
+        if batch == 1:
+            out = lay.settle_batch_of_one(out)
         if lay.batch_place(out) is None:
             _refuse(graph, node, "its output has lost the batch axis")
         layouts[node.output] = out

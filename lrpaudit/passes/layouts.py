@@ -104,6 +104,19 @@ def with_batch_first(layout: Layout, batch: int) -> Layout:
     return ((Atom(batch, True), *layout[0]), *layout[1:])
 
 
+def settle_batch_of_one(layout: Layout) -> Layout:
+    """A batch of one, placed where it keeps the canonical form closest to the value: alone in the first size-1 axis
+    (then the canonical form is the value itself if that is axis 0), else as the major atom of axis 0."""
+    stripped = [tuple(a for a in axis if not a.batch) for axis in layout]
+    atom = Atom(1, True)
+    empty = next((i for i, axis in enumerate(stripped) if not axis), None)
+    if empty is not None:
+        stripped[empty] = (atom,)
+    elif stripped:
+        stripped[0] = (atom, *stripped[0])
+    return tuple(stripped)
+
+
 class Misfit(ValueError):
     """An op that splits the batch atom or moves values across samples."""
 

@@ -198,39 +198,53 @@ def example_input(
     return torch.randn((batch, *spec.shape), generator=gen, dtype=torch.float64).to(dtype)
 
 
-def export(name: str, fmt: str, path: Path, attn: str = "eager") -> Path:
-    """Write the named model as ``fmt`` (``legacy``: ONNX opset 17 from the TorchScript-based exporter;
-    ``dynamo``: ONNX from torch.export, opset 20; ``traced``: torch.jit.trace under no_grad). ONNX files take a
-    dynamic batch; the exporters' chatter is swallowed."""
-    spec = MODELS[name]
-    model, example = build(name, attn), example_input(name)
+def export(name: str, fmt: str, path: Path, attn: str = "eager", opset: int | None = None) -> Path:
+    """Write the named model as ``fmt`` (see ``export_module``)."""
+    return export_module(build(name, attn), example_input(name), path, fmt, MODELS[name].input_name, opset)
+
+
+def export_module(
+    model: nn.Module,
+    example: torch.Tensor | tuple[torch.Tensor, ...],
+    path: Path,
+    fmt: str,
+    names: str | tuple[str, ...],
+    opset: int | None = None,
+) -> Path:
+    """Write ``model`` as ``fmt``: ``legacy`` (ONNX opset 17 from the TorchScript-based exporter), ``dynamo`` (ONNX
+    from torch.export, opset 20 unless ``opset``; 23 writes the fused ``Attention`` op) or ``traced``
+    (torch.jit.trace under no_grad). ONNX files take a dynamic batch; the exporters' chatter is swallowed."""
+    examples = example if isinstance(example, tuple) else (example,)
+    names = names if isinstance(names, tuple) else (names,)
     sink = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         warnings.simplefilter("ignore")
         if fmt == "traced":
             with torch.no_grad():
-                torch.jit.trace(model, (example,), check_trace=False).save(str(path))
+                torch.jit.trace(model, examples, check_trace=False).save(str(path))
         elif fmt == "legacy":
             torch.onnx.export(
                 model,
-                (example,),
+                examples,
                 str(path),
                 dynamo=False,
                 opset_version=17,
-                input_names=[spec.input_name],
+                input_names=list(names),
                 output_names=["logits"],
-                dynamic_axes={spec.input_name: {0: "batch"}, "logits": {0: "batch"}},
+                dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
             )
         else:
+            batch = torch.export.Dim("batch", min=1, max=64)
             torch.onnx.export(
                 model,
-                (example,),
+                examples,
                 str(path),
                 dynamo=True,
                 external_data=False,
-                input_names=[spec.input_name],
+                opset_version=opset,
+                input_names=list(names),
                 output_names=["logits"],
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},),
+                dynamic_shapes=tuple({0: batch} for _ in names),
                 verbose=False,
             )
     return path
