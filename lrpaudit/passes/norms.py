@@ -85,34 +85,35 @@ class _Finder:
         return list({id(n): n for n in self.consumers.get(value, [])}.values())
 
 
-def _division(find: _Finder, std_in: Node, d: str) -> tuple[list[Node], Node] | None:
-    """From the node after ``v + eps``: the steps up to ``d / sigma`` and that final node."""
-    if std_in.op == "rsqrt":
-        product = find.only_reader(std_in.output)
-        if (
-            product is not None
-            and product.op == "mul"
-            and d in product.inputs
-            and std_in.output in product.inputs
-        ):
-            return [std_in, product], product
+def _division(find: _Finder, std_in: Node) -> tuple[list[Node], Node, str] | None:
+    """From the node after ``v + eps``: the steps up to ``num / sigma``, that final node and its numerator."""
+    chain: list[Node] = [std_in]
+    if std_in.op == "sqrt":
+        after = find.only_reader(std_in.output)
+        if after is not None and after.op == "div" and after.inputs[1] == std_in.output:
+            return [std_in, after], after, after.inputs[0]
+        if after is None or after.op != "reciprocal":
+            return None
+        chain.append(after)
+    elif std_in.op != "rsqrt":
         return None
-    if std_in.op != "sqrt":
+    inverse = chain[-1].output
+    product = find.only_reader(inverse)
+    if product is None or product.op != "mul" or inverse not in product.inputs:
         return None
-    after = find.only_reader(std_in.output)
-    if after is None:
+    numerator = product.inputs[0] if product.inputs[1] == inverse else product.inputs[1]
+    return [*chain, product], product, numerator
+
+
+def _centring(find: _Finder, value: str, rank: int, axes: tuple[int, ...]) -> tuple[Node, Node] | None:
+    """``value = x - mean_axes(x)``: (the subtraction, the mean), else None."""
+    sub = find.producers.get(value)
+    if sub is None or sub.op != "add" or sub.attrs.get("coeffs") != [1.0, -1.0]:
         return None
-    if after.op == "div" and after.inputs == [d, std_in.output]:
-        return [std_in, after], after
-    if after.op == "reciprocal":
-        product = find.only_reader(after.output)
-        if (
-            product is not None
-            and product.op == "mul"
-            and sorted(product.inputs) == sorted([d, after.output])
-        ):
-            return [std_in, after, product], product
-    return None
+    mean = find.producers.get(sub.inputs[1])
+    if _mean_axes(mean, rank) != axes or mean.inputs[0] != sub.inputs[0]:
+        return None
+    return sub, mean
 
 
 def _match(find: _Finder, variance: Node) -> _Match | None:
@@ -137,24 +138,28 @@ def _match(find: _Finder, variance: Node) -> _Match | None:
         step = find.only_reader(step.output)
         if step is None:
             return None
-    division = _division(find, step, d)
+    division = _division(find, step)
     if division is None:
         return None
-    steps, last = division
+    steps, last, numerator = division
     nodes += steps
-    centring = find.producers.get(d)
-    centred = (
-        centring is not None
-        and centring.op == "add"
-        and centring.attrs.get("coeffs") == [1.0, -1.0]
-        and _mean_axes(find.producers.get(centring.inputs[1]), rank) == axes
-        and find.producers[centring.inputs[1]].inputs[0] == centring.inputs[0]
-        and find.only_reader(centring.inputs[1]) is centring
-        and {id(n) for n in find.readers(d)} == {id(square), id(last)}
-    )
-    if centred:
-        mean = find.producers[centring.inputs[1]]
-        return _Match(centring.inputs[0], axes, eps, True, [mean, centring, *nodes], last)
+    if numerator == d:
+        centring = _centring(find, d, rank, axes)
+        subs = [centring[0]] if centring else []
+    else:  # ``x - mean`` computed twice (a trace records each use): both must be that same centring
+        first, second = _centring(find, d, rank, axes), _centring(find, numerator, rank, axes)
+        if first is None or second is None or first[1] is not second[1]:
+            return None
+        centring, subs = first, [first[0], second[0]]
+    if centring is not None:
+        mean = centring[1]
+        readers_ok = all(find.readers(sub.output) == [r] for sub, r in zip(subs, [square, last][: len(subs)]))
+        if len(subs) == 1:
+            readers_ok = {id(n) for n in find.readers(d)} == {id(square), id(last)}
+        if readers_ok and {id(n) for n in find.readers(mean.output)} <= {id(sub) for sub in subs}:
+            return _Match(centring[0].inputs[0], axes, eps, True, [mean, *subs, *nodes], last)
+    if numerator != d:
+        return None
     return _Match(d, axes, eps, False, nodes, last)
 
 

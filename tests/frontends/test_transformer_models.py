@@ -130,7 +130,8 @@ def test_full_size_torchvision_file_loads_and_matches(transformer_export, case):
 
 
 @pytest.mark.parametrize(
-    "name,attn,fmt", [("vit_tv", "eager", "legacy"), ("vit_tv", "eager", "dynamo"), ("gpt2", "sdpa", "dynamo")]
+    "name,attn,fmt",
+    [("vit_tv", "eager", "legacy"), ("vit_tv", "eager", "dynamo"), ("gpt2", "sdpa", "dynamo")],
 )
 @pytest.mark.parametrize("batch", [1, 3])
 def test_other_batch_sizes(transformer_export, name, attn, fmt, batch):

@@ -146,6 +146,8 @@ class Builder:
 
 def to_param(value: Any) -> torch.Tensor:
     """A constant as an IR param: a float64 master copy for floating point, int64 for integers, on the CPU."""
+    if isinstance(value, float):  # a Python scalar is a double: not torch's float32 default
+        return torch.tensor(value, dtype=torch.float64)
     tensor = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
     if tensor.is_floating_point():
         return tensor.to(device="cpu", dtype=torch.float64).clone()
