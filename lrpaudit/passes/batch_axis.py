@@ -119,7 +119,8 @@ def _handle(node: Node, ins: list[lay.Layout], out_shape: tuple[int, ...], batch
     if op == "concat":
         axis = attrs["axis"]
         others = [tuple(ax for k, ax in enumerate(v) if k != axis) for v in ins]
-        _same(others, batch, "concatenation") if len(ins) > 1 else None
+        if len(ins) > 1:
+            _same(others, batch, "concatenation")
         attrs["axis"] = _axis(x, axis, "concatenation")
         out = (*x[:axis], lay.fresh(out_shape[axis]), *x[axis + 1 :])
         for _, name in attrs.get("constants", ()):
@@ -144,8 +145,9 @@ def _handle(node: Node, ins: list[lay.Layout], out_shape: tuple[int, ...], batch
         rank = len(x)
         trailing = [rank + a for a in attrs["axes"]]
         kept = [a for a in trailing if a in lay.kept_axes(x)]
-        for axis in trailing:
-            _axis(x, axis, "a normalization") if axis in kept else None
+        for axis in trailing:  # a batch of one alone on a normalized axis is not kept: it changes nothing
+            if lay.holds_batch(x, axis):
+                raise _Refuse("a normalization along the batch axis mixes samples")
         canon_rank = len(lay.canonical_shape(x, batch))
         if [lay.canonical_axis(x, a) for a in kept] != list(range(canon_rank - len(kept), canon_rank)):
             raise _Refuse("a normalization whose axes are not trailing once the batch is in front")
@@ -260,6 +262,13 @@ def batch_first(graph: Graph) -> Graph:
             _refuse(
                 graph, node, "lrpaudit cannot follow the batch axis through this op (it is not axis 0 here)"
             )
+        except (
+            KeyError,
+            IndexError,
+            ValueError,
+            RuntimeError,
+        ) as exc:  # attrs the layout rules do not expect
+            _refuse(graph, node, f"lrpaudit cannot follow the batch axis through it ({type(exc).__name__})")
         if batch == 1:
             out = lay.settle_batch_of_one(out)
         if lay.batch_place(out) is None:

@@ -45,6 +45,7 @@ PLANNED = {
 FORMATS = ("legacy", "dynamo", "traced")
 SMALL = [
     *[("bert", "eager", f, None) for f in FORMATS],
+    ("bert", "eager", "legacy", 14),  # LayerNorm decomposed (ReduceMean, Sub, Pow, Sqrt, Div), fused back
     ("bert", "sdpa", "legacy", None),
     ("bert", "sdpa", "traced", None),
     ("bert_embeds", "eager", "legacy", None),
@@ -60,6 +61,7 @@ SMALL = [
     ("swin_small", "eager", "legacy", None),
     ("swin_small", "eager", "traced", None),
     ("convnext_small", "eager", "traced", None),
+    ("convnext_small", "eager", "legacy", 11),  # LayerNorm2d decomposed over the channels-last axis
     ("encoder", "eager", "traced", None),
 ]
 FULL = [(name, "eager", f, None) for name in ("convnext_tiny", "swin_t") for f in FORMATS]

@@ -243,3 +243,11 @@ def test_batch_first_on_a_merged_batch_and_heads():
     for n in graph.nodes:
         values[n.output] = run_op(n.op, [values[i] for i in n.inputs], n.attrs, n.params)
     assert torch.allclose(values["y"], torch.softmax(x, dim=3))
+
+
+def test_a_layernorm_over_the_batch_axis_is_refused(tmp_path):
+    """LayerNormalization from axis 0 normalizes across the samples."""
+    model = make_model(
+        [node("LayerNormalization", ["x", "s"], ["y"], axis=0)], {"x": (3, 4)}, ["y"], 17, {"s": rand(3, 4)}
+    )
+    refused(tmp_path, model, {"x": (3, 4)}, "a normalization along the batch axis mixes samples")

@@ -211,9 +211,9 @@ def export_module(
     names: str | tuple[str, ...],
     opset: int | None = None,
 ) -> Path:
-    """Write ``model`` as ``fmt``: ``legacy`` (ONNX opset 17 from the TorchScript-based exporter), ``dynamo`` (ONNX
-    from torch.export, opset 20 unless ``opset``; 23 writes the fused ``Attention`` op) or ``traced``
-    (torch.jit.trace under no_grad). ONNX files take a dynamic batch; the exporters' chatter is swallowed."""
+    """Write ``model`` as ``fmt``: ``legacy`` (ONNX from the TorchScript-based exporter, opset 17 unless ``opset``;
+    before 17 it writes LayerNorm decomposed), ``dynamo`` (ONNX from torch.export, opset 20 unless ``opset``; 23
+    writes the fused ``Attention`` op) or ``traced`` (torch.jit.trace under no_grad). ONNX files take a dynamic batch; the exporters' chatter is swallowed."""
     examples = example if isinstance(example, tuple) else (example,)
     names = names if isinstance(names, tuple) else (names,)
     sink = io.StringIO()
@@ -228,7 +228,7 @@ def export_module(
                 examples,
                 str(path),
                 dynamo=False,
-                opset_version=17,
+                opset_version=opset or 17,
                 input_names=list(names),
                 output_names=["logits"],
                 dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
