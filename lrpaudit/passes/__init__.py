@@ -7,7 +7,7 @@ from .activations import fuse_gelu, fuse_gelu_tanh, fuse_silu
 from .batch_axis import batch_first
 from .batchnorm import fold_batchnorm
 from .cleanup import remove_dead_nodes
-from .fusions import fuse_linear_bias, mark_gates
+from .fusions import fuse_linear_bias, mark_gates, split_infinite_masks
 from .norms import fuse_layernorm, refuse_unfused
 from .softmax import strip_output_softmax
 
@@ -16,6 +16,7 @@ def canonicalize(graph: Graph) -> Graph:
     """The standard pipeline every frontend's output goes through: every value batch first, the fusions; a
     canonical graph holds no ``FUSION_ONLY`` op."""
     graph = batch_first(graph)
+    graph = split_infinite_masks(graph)
     graph = fuse_linear_bias(graph)
     graph = fold_batchnorm(graph)
     graph = fuse_gelu(graph)
@@ -40,5 +41,6 @@ __all__ = [
     "mark_gates",
     "refuse_unfused",
     "remove_dead_nodes",
+    "split_infinite_masks",
     "strip_output_softmax",
 ]

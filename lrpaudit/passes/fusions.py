@@ -74,3 +74,30 @@ def mark_gates(graph: Graph) -> Graph:
         gated = [i for i, source in enumerate(sources) if source is not None and source.op in GATE_OPS]
         node.attrs["gate"] = gated[0] if len(gated) == 1 else None
     return graph
+
+
+def split_infinite_masks(graph: Graph) -> Graph:
+    """``x + c`` where ``c`` holds ``-inf`` (an additive attention mask) -> ``where(c > -inf, x + c', -inf)`` with
+    ``c'`` = c, 0 where masked (no add when that is all 0): the same function (``x - inf = -inf``), but the masked
+    positions are selected out instead of being a bias of ``-inf``, which no rule can give a finite share."""
+    graph = clone(graph)
+    for node in list(graph.nodes):
+        const = node.params.get("const")
+        if node.op != "add_const" or const is None or not bool(torch.isneginf(const).any()):
+            continue
+        allowed = ~torch.isneginf(const)
+        finite = torch.where(allowed, const, torch.zeros_like(const))
+        params = {"cond": allowed, "other": torch.tensor(float("-inf"), dtype=torch.float64)}
+        mask = Node(node.id, "where", list(node.inputs), list(node.outputs), {"input_when": True}, params)
+        mask.origin = dict(node.origin)
+        position = graph.nodes.index(node)
+        if not bool(finite.any()):
+            graph.nodes[position] = mask
+            continue
+        shifted = f"{node.output}::finite"
+        graph.shapes[shifted] = graph.shapes[node.output]
+        node.params, node.outputs = {"const": finite}, [shifted]
+        node.origin = dict(node.origin, onnx_output=None, source_output=None)
+        mask.id, mask.inputs = f"{node.id}:mask", [shifted]
+        graph.nodes.insert(position + 1, mask)
+    return graph

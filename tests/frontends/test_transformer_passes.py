@@ -251,3 +251,17 @@ def test_a_layernorm_over_the_batch_axis_is_refused(tmp_path):
         [node("LayerNormalization", ["x", "s"], ["y"], axis=0)], {"x": (3, 4)}, ["y"], 17, {"s": rand(3, 4)}
     )
     refused(tmp_path, model, {"x": (3, 4)}, "a normalization along the batch axis mixes samples")
+
+
+@pytest.mark.parametrize("finite", [False, True])
+def test_an_additive_mask_of_minus_inf_becomes_a_where(tmp_path, finite):
+    """Softmax(x + mask) with -inf entries (the legacy export of SDPA with a mask): the -inf positions are selected
+    out (where), a finite rest stays an add_const; the function is the same."""
+    mask = rand(3, 4, seed=1) if finite else np.zeros((3, 4), np.float32)
+    mask[0, 1] = mask[2, 3] = -np.inf
+    nodes = [node("Add", ["x", "m"], ["s"]), node("Softmax", ["s"], ["y"], axis=-1)]
+    graph = check_against_ort(
+        tmp_path, make_model(nodes, {"x": (2, 3, 4)}, ["y"], 13, {"m": mask}), {"x": rand(2, 3, 4)}
+    )
+    assert ops_of(graph) == (["add_const", "where", "softmax"] if finite else ["where", "softmax"])
+    assert torch.isfinite(graph.nodes[0].params.get("const", torch.zeros(1))).all()
