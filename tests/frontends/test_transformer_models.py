@@ -13,6 +13,8 @@ computed in float32 by the trace/exporters (C // heads = 32: a relative rounding
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import onnx
 import pytest
@@ -89,6 +91,12 @@ def _file_ops(path) -> set[str]:
     return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
+@functools.lru_cache(maxsize=2)
+def _reference(name: str, attn: str) -> torch.nn.Module:
+    """The torch model in float64 (built once for the formats of one model: the full-size ones take a second)."""
+    return build(name, attn).double()
+
+
 def check_model_file(transformer_export, name, attn, fmt, opset, intermediates, batch=2):
     path = transformer_export(name, fmt, attn, opset)
     fused = FUSED.get((name, attn, fmt)) if (fmt != "dynamo" or opset == 23) else None
@@ -109,7 +117,7 @@ def check_model_file(transformer_export, name, attn, fmt, opset, intermediates, 
     assert fidelity.passed and fidelity.max_rel_diff <= 1e-4
     if intermediates:
         assert len(fidelity.tensors) >= 3  # intermediates too (a fused kernel is one aten tensor)
-    reference = build(name, REFERENCE_ATTN.get((name, attn), attn)).double()
+    reference = _reference(name, REFERENCE_ATTN.get((name, attn), attn))
     x64 = x if MODELS[name].token_ids else x.double()
     with torch.no_grad():
         want = reference(x64)
