@@ -25,9 +25,9 @@ import torch
 from .config import Config, load_config
 from .errors import ConfigError, InputError
 from .fidelity import FidelityResult, check_fidelity
-from .forward import cast_params
+from .forward import cast_params, embed_inputs, token_relevance
 from .frontends import load_model
-from .inputs import Batch, Pending, peek_shapes, plan_arrays, plan_files, plan_random
+from .inputs import Batch, Pending, first_shapes, peek_shapes, plan_arrays, plan_files, plan_random
 from .inputs.limits import check_batch_memory
 from .inputs.shapes import check_shape_names, fixed_batch, name_unnamed
 from .inputs.sharding import Shard
@@ -217,17 +217,20 @@ def run_audit(request: AuditRequest) -> AuditResult:
                         request.on_warning(warning)
         step = prepared[key]
         tolerance = step.tolerance
-        if request.check_forward:
-            fidelity = worse_fidelity(fidelity, check_fidelity(model, model.graph(shapes), _feeds(batch)))
-        feeds = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in batch.arrays.items()}
-        rules = step.assignment.rules
+        raw = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in batch.arrays.items()}
         try:
+            # the prologue: token ids -> their embeddings, the inputs of the IR (ir.TokenInput)
+            feeds = embed_inputs(step.graph, raw, torch_dtype, batch.first_index)
+            if request.check_forward:
+                fidelity = worse_fidelity(fidelity, check_fidelity(model, model.graph(shapes), _feeds(batch)))
+            rules = step.assignment.rules
             result = propagate(
                 step.graph, feeds, rules, config.init, target, torch_dtype, request.device, params=step.params
             )
         except InputError as exc:  # e.g. a target out of range: name the model it does not fit
             raise InputError(f"{model.path}: {exc}") from exc
-        graph_notes = result.notes
+        result.input_relevance = token_relevance(step.graph, result.input_relevance)
+        graph_notes = result.notes + _token_notes(step.graph)
         accumulator.add_records(result.records, step.assignment.sources)
         accumulator.add_samples(result, batch.sources, batch.first_index)
         if request.keep_relevance:
@@ -311,10 +314,24 @@ def _config_record(config: Config, request: AuditRequest) -> dict:
     }
 
 
+def _token_notes(graph: Graph) -> list[str]:
+    """How the relevance of token-id inputs is reported."""
+    notes = []
+    for token in graph.token_inputs:
+        dims = token.table.shape[1]
+        notes.append(
+            f"input {token.name!r} holds token ids: the audit starts at their embedding lookup {token.embedded!r}, "
+            f"and the relevance of each token is the sum over its {dims} embedding dimensions (shape (samples, "
+            "tokens) in --save-relevance)"
+        )
+    return notes
+
+
 def _plan(model, request: AuditRequest, input_shapes) -> Iterable[Pending]:
     """The request's batches, planned (nothing read yet): see :mod:`lrpaudit.inputs`."""
     declared = model.declared_shapes()
     check_shape_names(input_shapes, declared, model.path)
+    integer = frozenset(model.integer_inputs)
     batch_size, inputs, random = request.batch_size, request.inputs, request.random
     fixed = fixed_batch(declared)
     if fixed is not None:
@@ -324,13 +341,14 @@ def _plan(model, request: AuditRequest, input_shapes) -> Iterable[Pending]:
                 f"{model.path}: the model takes batches of exactly {fixed}; --random {random} is not a multiple"
             )
     if inputs is None:
-        return plan_random(declared, random, batch_size, request.seed, input_shapes)
+        vocab = model.token_vocab(first_shapes(declared, random, batch_size, input_shapes)) if integer else {}
+        return plan_random(declared, random, batch_size, request.seed, input_shapes, vocab)
     if isinstance(inputs, (str, Path)):
-        return plan_files(inputs, declared, batch_size)
+        return plan_files(inputs, declared, batch_size, integer)
     if isinstance(inputs, np.ndarray):
         inputs = {next(iter(declared)): inputs}
     if isinstance(inputs, dict):
-        return plan_arrays(inputs, declared, batch_size)
+        return plan_arrays(inputs, declared, batch_size, integer)
     return (Pending(batch.size, batch.first_index, lambda batch=batch: batch) for batch in inputs)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .errors import FidelityError
-from .forward import run_forward
+from .forward import embed_inputs, run_forward
 from .ir import Graph
 from .verdicts import relative
 
@@ -79,14 +79,15 @@ def check_fidelity(
 ) -> FidelityResult:
     """Run the IR forward and the model's own runtime on the same inputs and compare.
 
+    ``feeds`` are the model's inputs (token ids as ids: the IR gets their embeddings, ``forward.embed_inputs``).
+
     Final outputs are always compared; with ``intermediates`` every IR value that is also a tensor of the source
     model is compared too, and the first one beyond tolerance (in graph order) is named.
     """
     rtol = DEFAULT_RTOL[dtype] if rtol is None else rtol
     torch_dtype = torch.float32 if dtype == "float32" else torch.float64
-    values = run_forward(
-        graph, {k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()}, dtype=torch_dtype
-    )
+    tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()}
+    values = run_forward(graph, embed_inputs(graph, tensors, torch_dtype), dtype=torch_dtype)
     output_names = graph.source.get("output_names", graph.outputs)
     tensor_names: list[tuple[str, str, str]] = []  # (ir value, source name, node id)
     if intermediates:

@@ -10,7 +10,7 @@ from .config import load_config
 from .errors import ConfigError
 from .fidelity import FidelityResult, check_fidelity
 from .frontends import load_model
-from .inputs import random_batches
+from .inputs import first_shapes, random_batches
 from .inputs.limits import check_batch_memory
 from .inputs.shapes import fixed_batch, name_unnamed
 from .ir import Graph
@@ -51,7 +51,13 @@ def inspect_model(
     input_shapes = name_unnamed(input_shapes, model.input_names)
     declared = model.declared_shapes()
     count = fixed_batch(declared) or random
-    batch = next(iter(random_batches(declared, count, count, seed, input_shapes)))
+    batch = next(
+        iter(
+            random_batches(
+                declared, count, count, seed, input_shapes, _vocab(model, declared, count, input_shapes)
+            )
+        )
+    )
     graph = model.graph(_shapes(batch))
     check_batch_memory(graph, 4, str(model.path))
     fidelity = check_fidelity(
@@ -69,9 +75,19 @@ def inspect_model(
     return Inspection(model, graph, fidelity, assign(graph, loaded))
 
 
+def _vocab(model, declared, count: int, input_shapes) -> dict[str, int]:
+    """The token inputs' id ranges (from the graph of the first batch's shapes), for seeded draws."""
+    if not model.integer_inputs:
+        return {}
+    return model.token_vocab(first_shapes(declared, count, count, input_shapes))
+
+
 def probe_graph(model, input_shapes) -> Graph:
     """The canonical graph for one seeded sample (enough to list a model's nodes and shapes)."""
-    probe = next(iter(random_batches(model.declared_shapes(), 1, 1, 0, input_shapes)))
+    declared = model.declared_shapes()
+    probe = next(
+        iter(random_batches(declared, 1, 1, 0, input_shapes, _vocab(model, declared, 1, input_shapes)))
+    )
     return model.graph(_shapes(probe))
 
 

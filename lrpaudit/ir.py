@@ -46,6 +46,30 @@ ROUTING_OPS = frozenset({"reshape", "permute", "concat", "slice", "gather", "pad
 # Transformer ops (DESIGN section 12): products of two activations, normalizations with a statistic of the input.
 PRODUCTS = ("matmul", "einsum", "mul")
 NORMS = ("layernorm", "groupnorm")
+# Steps of decomposed normalizations and activations (x ** p, sqrt, 1/x, a / b of two activations): the frontends
+# emit them and the passes fuse them into ``layernorm`` / ``gelu``; a canonical graph never contains one.
+FUSION_ONLY = frozenset({"pow", "sqrt", "rsqrt", "reciprocal", "div"})
+
+
+@dataclass(frozen=True, eq=False)
+class TokenInput:
+    """An integer model input of token ids that the model reads only through one embedding lookup.
+
+    The IR starts at the looked-up embeddings: ``embedded`` is a graph input of the IR holding
+    ``table[ids.reshape(index_shape)]``, and the API computes it from each batch of ids (the prologue) before the
+    forward check and the propagation; the runtime is still fed the raw ids ``name``. ``index_shape`` is the shape
+    the lookup sees (batch axis first; the graph is specialized on it).
+    """
+
+    name: str
+    embedded: str
+    table: torch.Tensor
+    index_shape: tuple[int, ...]
+
+    @property
+    def vocab(self) -> int:
+        """The number of valid token ids (rows of the embedding table)."""
+        return int(self.table.shape[0])
 
 
 @dataclass
@@ -85,6 +109,8 @@ class Graph:
     input_dtypes: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     source: dict[str, Any] = field(default_factory=dict)
+    # Integer inputs audited from their embeddings (their ``embedded`` values are among ``inputs``).
+    token_inputs: list[TokenInput] = field(default_factory=list)
 
     def producers(self) -> dict[str, Node]:
         """Map each value name to the node that produces it."""

@@ -5,6 +5,8 @@
   seconds each; made under a file lock, in the session's common temp folder);
 * ``reference_export``: the reference models of ``helpers/reference_models.py`` exported through that cache;
 * ``SERIAL_MODULES``: modules whose tests run in one xdist worker, in order (see the scheduler hook below).
+* ``transformer_export``: the transformer models of ``helpers/transformer_models.py`` (legacy / dynamo ONNX, traced
+  TorchScript) through that cache.
 """
 
 from __future__ import annotations
@@ -74,5 +76,21 @@ def reference_export(export_cache):
             export_onnx(build(name), example_input(name), path, dynamo=dynamo, opset=opset, fold=fold)
 
         return export_cache(f"{name}-{exporter}-{opset}-{'fold' if fold else 'nofold'}.onnx", make)
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def transformer_export(export_cache):
+    """``transformer_export(model, fmt, attn="eager", opset=None)`` -> the file of a transformer model
+    (``fmt``: legacy | dynamo | traced; ``opset`` for dynamo, default 20)."""
+    from tests.helpers.transformer_models import export
+
+    def get(name: str, fmt: str, attn: str = "eager", opset: int | None = None) -> Path:
+        suffix = "pt" if fmt == "traced" else "onnx"
+        tag = f"-opset{opset}" if opset else ""
+        return export_cache(
+            f"tf-{name}-{attn}-{fmt}{tag}.{suffix}", lambda path: export(name, fmt, path, attn, opset)
+        )
 
     return get

@@ -57,7 +57,11 @@ def _target(value: str | None):
     help="Write one PNG heatmap per sample and image input into this folder (and an overlay on the input).",
 )
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--save-relevance", type=click.Path(path_type=Path), help="Save input relevance maps (.npz).")
+@click.option(
+    "--save-relevance",
+    type=click.Path(path_type=Path),
+    help="Save input relevance maps (.npz); token-id inputs per token (the sum over the embedding dimension).",
+)
 @click.option(
     "--baseline", type=click.Path(path_type=Path), help="Fail only on regressions against this report."
 )

@@ -44,6 +44,20 @@ class ModelFile:
         """Fix up the canonical graph with what only the raw one knows (TorchScript: which values aten computed)."""
         return graph
 
+    @property
+    def integer_inputs(self) -> list[str]:
+        """The model inputs that take integer token ids (none by default)."""
+        return []
+
+    def token_vocab(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+        """The integer inputs and how many token ids each accepts (the rows of its embedding table)."""
+        if not self.integer_inputs:
+            return {}
+        vocab: dict[str, int] = {}
+        for token in self.graph(shapes).token_inputs:
+            vocab[token.name] = min(vocab.get(token.name, token.vocab), token.vocab)
+        return vocab
+
     def sha256(self) -> str:
         return file_sha256(self.path)
 

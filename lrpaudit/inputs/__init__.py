@@ -7,7 +7,8 @@ and how to read them), so that a sharded audit (:mod:`.sharding`) reads and draw
 Input files are data, never code: ``np.load(..., allow_pickle=False)`` refuses pickled objects. Element types:
 float64 stays float64; float32 and float16 become float32; integer arrays (e.g. uint8 images) are converted to
 float32 as they are, with no scaling; bool, complex, string and object arrays are refused. NaN/Inf values are
-refused, naming the file and the sample.
+refused, naming the file and the sample. Inputs that take token ids (``integer``: a text model's ``input_ids``)
+must be integer arrays and become int64; seeded draws for them are uniform over ``0 .. vocab - 1``.
 
 Streaming: ``.npy`` files are memory-mapped and read one batch at a time (each batch is checked and converted on
 its own), so memory holds one batch whatever the number of samples; a ``.npz`` member is read whole, one file at a
@@ -90,9 +91,11 @@ def plan_random(
     batch_size: int,
     seed: int = 0,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    vocab: dict[str, int] | None = None,
 ) -> Iterator[Pending]:
-    """``count`` standard-normal samples per input (float64 draws stored as float32), in batches; sample ``i`` is
-    drawn from :func:`sample_generator` ``(seed, i)``, every input of a sample in declaration order."""
+    """``count`` samples per input, in batches: standard normal (float64 draws stored as float32), and for the
+    token inputs in ``vocab`` (name -> number of ids) uniform integers ``0 .. vocab - 1``. Sample ``i`` is drawn
+    from :func:`sample_generator` ``(seed, i)``, every input of a sample in declaration order."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed {seed!r}: must be an integer >= 0 (--seed, or seed: in a manifest)")
     first = min(batch_size, count)
@@ -101,18 +104,39 @@ def plan_random(
         for name, dims in declared.items()
     }
     check_input_memory(first, shapes, 8, "--random")
+    vocab = vocab or {}
 
     def draw(start: int, size: int) -> Batch:
-        arrays = {name: np.empty((size, *shape), dtype=np.float32) for name, shape in shapes.items()}
+        arrays = {
+            name: np.empty((size, *shape), dtype=np.int64 if name in vocab else np.float32)
+            for name, shape in shapes.items()
+        }
         for i in range(size):
             rng = sample_generator(seed, start + i)
             for name, shape in shapes.items():
-                arrays[name][i] = rng.standard_normal(shape, dtype=np.float64)
+                if name in vocab:
+                    arrays[name][i] = rng.integers(0, vocab[name], shape, dtype=np.int64)
+                else:
+                    arrays[name][i] = rng.standard_normal(shape, dtype=np.float64)
         return Batch(arrays, [f"random[seed={seed}]#{start + i}" for i in range(size)], start)
 
     for start in range(0, count, batch_size):
         size = min(batch_size, count - start)
         yield Pending(size, start, lambda start=start, size=size: draw(start, size))
+
+
+def first_shapes(
+    declared: dict[str, list[int | str | None]],
+    count: int,
+    batch_size: int,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+) -> dict[str, tuple[int, ...]]:
+    """The input shapes of the first batch of ``count`` seeded draws."""
+    first = min(batch_size, count)
+    return {
+        name: concrete_shape(dims, first, name, (input_shapes or {}).get(name))
+        for name, dims in declared.items()
+    }
 
 
 def random_batches(
@@ -121,9 +145,10 @@ def random_batches(
     batch_size: int,
     seed: int = 0,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    vocab: dict[str, int] | None = None,
 ) -> Iterator[Batch]:
     """The batches of :func:`plan_random`, drawn."""
-    return read_all(plan_random(declared, count, batch_size, seed, input_shapes))
+    return read_all(plan_random(declared, count, batch_size, seed, input_shapes, vocab))
 
 
 def _check_array(name: str, array: np.ndarray, declared: list[int | str | None], source: str) -> np.ndarray:
@@ -147,8 +172,15 @@ def _check_array(name: str, array: np.ndarray, declared: list[int | str | None],
     return array
 
 
-def _finish(name: str, chunk: np.ndarray, source: str, first: int) -> np.ndarray:
-    """One batch read into memory as float64 or float32, refused if it holds NaN/Inf (naming the sample)."""
+def _finish(name: str, chunk: np.ndarray, source: str, first: int, integer: frozenset[str]) -> np.ndarray:
+    """One batch read into memory as float64 or float32 (token ids: int64), refused if it holds NaN/Inf (naming
+    the sample)."""
+    if name in integer:
+        if not np.issubdtype(chunk.dtype, np.integer):
+            raise InputError(
+                f"{source}: input {name!r} takes integer token ids; got an array of {chunk.dtype}"
+            )
+        return np.array(chunk, dtype=np.int64)
     chunk = np.array(chunk, dtype=np.float64 if chunk.dtype == np.float64 else np.float32)
     finite = np.isfinite(chunk.reshape(chunk.shape[0], -1)).all(axis=1)
     if not finite.all():
@@ -271,25 +303,34 @@ def load_arrays(
 
 
 def plan_files(
-    path: str | Path, declared: dict[str, list[int | str | None]], batch_size: int
+    path: str | Path,
+    declared: dict[str, list[int | str | None]],
+    batch_size: int,
+    integer: frozenset[str] = frozenset(),
 ) -> Iterator[Pending]:
     """Samples from files, re-batched to ``batch_size``, lazily: a ``.npy`` file is read one batch at a time, and
-    only the batches that are read."""
+    only the batches that are read; ``integer`` inputs (token ids) stay integers."""
     index = 0
     for arrays, source in load_arrays(path, declared):
-        yield from _chunks(arrays, source, batch_size, index)
+        yield from _chunks(arrays, source, batch_size, index, integer)
         index += next(iter(arrays.values())).shape[0]
 
 
 def file_batches(
-    path: str | Path, declared: dict[str, list[int | str | None]], batch_size: int
+    path: str | Path,
+    declared: dict[str, list[int | str | None]],
+    batch_size: int,
+    integer: frozenset[str] = frozenset(),
 ) -> Iterator[Batch]:
     """The batches of :func:`plan_files`, read."""
-    return read_all(plan_files(path, declared, batch_size))
+    return read_all(plan_files(path, declared, batch_size, integer))
 
 
 def plan_arrays(
-    arrays: dict[str, np.ndarray], declared: dict[str, list[int | str | None]], batch_size: int
+    arrays: dict[str, np.ndarray],
+    declared: dict[str, list[int | str | None]],
+    batch_size: int,
+    integer: frozenset[str] = frozenset(),
 ) -> Iterator[Pending]:
     """In-memory arrays by graph input name (the Python API), checked and batched exactly like files."""
     missing = [name for name in declared if name not in arrays]
@@ -301,24 +342,31 @@ def plan_arrays(
     sizes = {a.shape[0] for a in checked.values()}
     if len(sizes) != 1:
         raise InputError(f"the input arrays have different sample counts {sorted(sizes)}")
-    yield from _chunks(checked, "array", batch_size, 0)
+    yield from _chunks(checked, "array", batch_size, 0, integer)
 
 
 def array_batches(
-    arrays: dict[str, np.ndarray], declared: dict[str, list[int | str | None]], batch_size: int
+    arrays: dict[str, np.ndarray],
+    declared: dict[str, list[int | str | None]],
+    batch_size: int,
+    integer: frozenset[str] = frozenset(),
 ) -> Iterator[Batch]:
     """The batches of :func:`plan_arrays`, read."""
-    return read_all(plan_arrays(arrays, declared, batch_size))
+    return read_all(plan_arrays(arrays, declared, batch_size, integer))
 
 
-def _chunks(arrays: dict[str, np.ndarray], source: str, batch_size: int, index: int) -> Iterator[Pending]:
+def _chunks(
+    arrays: dict[str, np.ndarray], source: str, batch_size: int, index: int, integer: frozenset[str]
+) -> Iterator[Pending]:
     """Consecutive batches of one source, each read, checked and converted on its own when it is read."""
     count = next(iter(arrays.values())).shape[0]
     shapes = {name: tuple(a.shape[1:]) for name, a in arrays.items()}
     check_input_memory(min(batch_size, count), shapes, 8, source)
 
     def read(start: int, size: int) -> Batch:
-        chunk = {name: _finish(name, a[start : start + size], source, start) for name, a in arrays.items()}
+        chunk = {
+            name: _finish(name, a[start : start + size], source, start, integer) for name, a in arrays.items()
+        }
         return Batch(chunk, [f"{source}#{start + i}" for i in range(size)], index + start)
 
     for start in range(0, count, batch_size):

@@ -100,6 +100,36 @@ def mul(inputs, attrs, params):
     return inputs[0] * inputs[1]
 
 
+# ---------------------------------------------------------------- steps of decomposed norms (ir.FUSION_ONLY)
+
+
+@register("pow")
+def pow_(inputs, attrs, params):
+    """``x ** exponent`` with a constant exponent (the square of a variance, GELU-tanh's cube)."""
+    return torch.pow(inputs[0], attrs["exponent"])
+
+
+@register("sqrt")
+def sqrt(inputs, attrs, params):
+    return torch.sqrt(inputs[0])
+
+
+@register("rsqrt")
+def rsqrt(inputs, attrs, params):
+    return torch.rsqrt(inputs[0])
+
+
+@register("reciprocal")
+def reciprocal(inputs, attrs, params):
+    return torch.reciprocal(inputs[0])
+
+
+@register("div")
+def div(inputs, attrs, params):
+    """``a / b`` of two activations (a normalization's division by its statistic)."""
+    return inputs[0] / inputs[1]
+
+
 @register("lrn")
 def lrn(inputs, attrs, params):
     """ONNX LRN: x / (bias + alpha/size * sum of squares over a channel window)^beta."""

@@ -19,6 +19,7 @@ def clone(graph: Graph) -> Graph:
         input_dtypes=dict(graph.input_dtypes),
         notes=list(graph.notes),
         source=dict(graph.source),
+        token_inputs=list(graph.token_inputs),
     )
 
 

@@ -1,8 +1,7 @@
-"""Pattern fusions: MatMul+Add -> linear with bias, the erf-GELU decomposition -> gelu, gate marking on mul."""
+"""Pattern fusions: MatMul+Add -> linear with bias, and gate marking on ``mul`` (activation fusions are in
+``activations``, normalization fusions in ``norms``)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -53,70 +52,6 @@ def fuse_linear_bias(graph: Graph) -> Graph:
     return rewrite.finish()
 
 
-def _const_value(node: Node) -> float | None:
-    const = node.params.get("const")
-    return float(const.reshape(-1)[0]) if const is not None and const.numel() == 1 else None
-
-
-def _near(value: float | None, target: float) -> bool:
-    return value is not None and abs(value - target) <= 1e-6 * abs(target)
-
-
-def fuse_gelu(graph: Graph) -> Graph:
-    """``x * 0.5 * (1 + erf(x / sqrt 2))`` (the exporters' GELU) -> one ``gelu`` node, in its usual orderings."""
-    graph = clone(graph)
-    rewrite = Rewrite(graph)
-    single_consumer = rewrite.single_consumer
-    producers = graph.producers()
-    for erf in [n for n in graph.nodes if n.op == "erf"]:
-        if not rewrite.alive(erf):
-            continue
-        scaled = producers.get(erf.inputs[0])
-        if scaled is None or scaled.op != "mul_const" or not _near(_const_value(scaled), 1 / math.sqrt(2)):
-            continue
-        if single_consumer(scaled.output) is not erf:
-            continue
-        x = scaled.inputs[0]
-        plus_one = single_consumer(erf.output)
-        if plus_one is None or plus_one.op != "add_const" or not _near(_const_value(plus_one), 1.0):
-            continue
-        removed, gate, has_half = [scaled, erf, plus_one], plus_one.output, False
-        halved = single_consumer(gate)
-        if halved is not None and halved.op == "mul_const" and _near(_const_value(halved), 0.5):
-            removed, gate, has_half = removed + [halved], halved.output, True
-        product = single_consumer(gate)
-        if product is None or product.op != "mul":
-            continue
-        other = product.inputs[0] if product.inputs[1] == gate else product.inputs[1]
-        final = product
-        if other == x and not has_half:
-            last = single_consumer(product.output)
-            if last is None or last.op != "mul_const" or not _near(_const_value(last), 0.5):
-                continue
-            removed, final = removed + [product], last
-        elif other != x:
-            half_x = producers.get(other)
-            if has_half or half_x is None or half_x.op != "mul_const" or half_x.inputs[0] != x:
-                continue
-            if not _near(_const_value(half_x), 0.5):
-                continue
-            if single_consumer(half_x.output) is product:
-                removed.append(half_x)
-        fused = Node(
-            id=final.id,
-            op="gelu",
-            inputs=[x],
-            outputs=list(final.outputs),
-            attrs={"approximate": "none"},
-            origin=dict(final.origin) | {"ops": ["Erf-GELU pattern"]},
-        )
-        rewrite.replace(final, fused)
-        producers.update(dict.fromkeys(fused.outputs, fused))
-        for node in removed:
-            rewrite.remove(node)
-    return rewrite.finish()
-
-
 def _gate_source(name: str, producers: dict[str, Node]) -> Node | None:
     """The node that produced ``name``, looking through reshapes/permutes (``sigmoid(..).view(b, c, 1, 1)``)."""
     node = producers.get(name)
@@ -139,4 +74,31 @@ def mark_gates(graph: Graph) -> Graph:
         sources = [_gate_source(name, producers) for name in node.inputs]
         gated = [i for i, source in enumerate(sources) if source is not None and source.op in GATE_OPS]
         node.attrs["gate"] = gated[0] if len(gated) == 1 else None
+    return graph
+
+
+def split_infinite_masks(graph: Graph) -> Graph:
+    """``x + c`` where ``c`` holds ``-inf`` (an additive attention mask) -> ``where(c > -inf, x + c', -inf)`` with
+    ``c'`` = c, 0 where masked (no add when that is all 0): the same function (``x - inf = -inf``), but the masked
+    positions are selected out instead of being a bias of ``-inf``, which no rule can give a finite share."""
+    graph = clone(graph)
+    for node in list(graph.nodes):
+        const = node.params.get("const")
+        if node.op != "add_const" or const is None or not bool(torch.isneginf(const).any()):
+            continue
+        allowed = ~torch.isneginf(const)
+        finite = torch.where(allowed, const, torch.zeros_like(const))
+        params = {"cond": allowed, "other": torch.tensor(float("-inf"), dtype=torch.float64)}
+        mask = Node(node.id, "where", list(node.inputs), list(node.outputs), {"input_when": True}, params)
+        mask.origin = dict(node.origin)
+        position = graph.nodes.index(node)
+        if not bool(finite.any()):
+            graph.nodes[position] = mask
+            continue
+        shifted = f"{node.output}::finite"
+        graph.shapes[shifted] = graph.shapes[node.output]
+        node.params, node.outputs = {"const": finite}, [shifted]
+        node.origin = dict(node.origin, onnx_output=None, source_output=None)
+        mask.id, mask.inputs = f"{node.id}:mask", [shifted]
+        graph.nodes.insert(position + 1, mask)
     return graph

@@ -73,9 +73,14 @@ def save(model: onnx.ModelProto, folder: Path, name: str = "model.onnx") -> Path
     return path
 
 
-def ir_outputs(path: Path, feeds: Mapping[str, np.ndarray], dtype: torch.dtype = torch.float32):
-    """(graph, list of IR output tensors) for the file at ``path`` on these feeds."""
-    graph = load_onnx(path).graph({name: tuple(a.shape) for name, a in feeds.items()})
+def ir_outputs(
+    path: Path, feeds: Mapping[str, np.ndarray], dtype: torch.dtype = torch.float32, raw: bool = False
+):
+    """(graph, list of IR output tensors) for the file at ``path`` on these feeds; ``raw``: the converters' IR
+    before the passes (for models that are not auditable per sample, such as one whose output merges the batch)."""
+    model = load_onnx(path)
+    shapes = {name: tuple(a.shape) for name, a in feeds.items()}
+    graph = model.raw_graph(shapes) if raw else model.graph(shapes)
     values = run_forward(graph, {name: torch.from_numpy(np.asarray(a)) for name, a in feeds.items()}, dtype)
     return graph, [values[name] for name in graph.outputs]
 
@@ -85,12 +90,13 @@ def check_against_ort(
     model: onnx.ModelProto,
     feeds: Mapping[str, np.ndarray],
     rtol: float = 1e-5,
+    raw: bool = False,
 ) -> Graph:
     """Load ``model`` through lrpaudit, run the IR in float32 and float64, and compare both with onnxruntime."""
     path = save(model, tmp_path)
     refs = ort_run(model, feeds)
     for dtype in (torch.float32, torch.float64):
-        graph, ours = ir_outputs(path, feeds, dtype)
+        graph, ours = ir_outputs(path, feeds, dtype, raw)
         assert len(ours) == len(refs)
         for out, ref in zip(ours, refs):
             assert rel_diff(out, ref) <= rtol

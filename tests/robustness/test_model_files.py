@@ -183,7 +183,10 @@ MODEL_CASES = {
     ),
     "negative BatchNorm variance": (_cnn_edit(_negative_variance), ["'bn'", "negative or NaN variance"]),
     "ir_version too new": (_graph_edit(_ir_version), ["invalid ONNX model", "ir_version 99"]),
-    "integer graph input": (_graph_edit(_int64_input), ["graph input 'x'", "INT64", "floating-point"]),
+    "integer graph input": (
+        _graph_edit(_int64_input),
+        ["'fc1'", "integer input 'x' as numbers", "token ids"],
+    ),
     "input without a shape": (_graph_edit(_no_input_shape), ["invalid ONNX model", "'shape'"]),
     "external data too short": (_short_external_data, ["cannot read external data", "'W1'"]),
     "missing external data": (_external("w.data", False), ["external data file 'w.data' is missing"]),

@@ -17,8 +17,8 @@ from ...errors import InputError, LrpauditError, ModelError
 from ...inputs.shapes import check_declared
 from ...ir import Graph
 from .._model import ModelFile
-from . import ops_basic, ops_layers, ops_shape  # noqa: F401  (fill the converter registry)
-from .convert import convert_graph, declared_input_shapes
+from . import ops_attention, ops_basic, ops_layers, ops_shape  # noqa: F401  (fill the converter registry)
+from .convert import convert_graph, declared_input_shapes, integer_inputs
 from .file import default_opset, inference_problem, read_onnx
 from .runtime import Runtime
 
@@ -40,6 +40,11 @@ class OnnxModel(ModelFile):
     @property
     def input_names(self) -> list[str]:
         return list(declared_input_shapes(self.proto))
+
+    @property
+    def integer_inputs(self) -> list[str]:
+        """The inputs of integer type (token ids, audited from their embedding lookup)."""
+        return integer_inputs(self.proto)
 
     def declared_shapes(self) -> dict[str, list[int | str | None]]:
         return check_declared(declared_input_shapes(self.proto), self.path)

@@ -19,7 +19,8 @@ from onnx import helper, numpy_helper
 
 from ...errors import ModelError, UnsupportedOpError, first_line
 from ...forward import run_node
-from ...ir import ACTIVATION_OPS, LINEAR_TYPE, Node
+from ...ir import ACTIVATION_OPS, LINEAR_TYPE, Node, TokenInput
+from .._tokens import token_misuse
 
 Converter = Callable[["Context", onnx.NodeProto], None]
 CONVERTERS: dict[str, Converter] = {}
@@ -66,6 +67,12 @@ class Context:
     current: onnx.NodeProto | None = None
     # The element type of the activations.
     float_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+    # Values holding integer token ids (an integer graph input, reshaped): value -> the graph input's name.
+    tokens: dict[str, str] = field(default_factory=dict)
+    # The embedding lookups of token ids: their outputs are graph inputs of the IR.
+    token_inputs: list[TokenInput] = field(default_factory=list)
+    # ``IsNaN`` of a softmax output: value -> the softmax output it tests (only a NaN guard may read it).
+    nan_tests: dict[str, str] = field(default_factory=dict)
 
     # -- values
     def name(self, value: str) -> str:
@@ -125,6 +132,11 @@ class Context:
     ) -> str:
         """Append an IR node, run it on meta tensors for its shape, and return its output name."""
         onnx_node = self.current
+        ids = [self.name(v) for v in inputs if self.name(v) in self.tokens]
+        if ids:
+            self.fail(token_misuse(self.tokens[ids[0]]))
+        if any(self.name(v) in self.nan_tests for v in inputs):
+            self.fail("uses a NaN test of an activation other than as the guard Where(IsNaN(p), 0, p)")
         base = (onnx_node.name or onnx_node.output[0]) if onnx_node is not None else output
         node_id, k = base, self.suffixes.get(base, 1)
         while node_id in self.ids:
@@ -146,7 +158,8 @@ class Context:
                 "ops": [onnx_node.op_type] if onnx_node is not None else [],
                 "names": [base],
                 "opset": self.opset,
-                "onnx_output": output,
+                # a step inside a multi-node mapping (``ctx.tmp``) is no tensor of the ONNX graph
+                "onnx_output": output if onnx_node is None or output in onnx_node.output else None,
             },
         )
         meta_params = {

@@ -21,6 +21,7 @@ from ...errors import ModelError, UnsupportedOpError
 from ...ir import Graph, validate
 from .context import CONVERTERS, Context, brief
 from .file import default_opset
+from .ops_tokens import _INTEGER_TYPES, convert_token_node, reads_tokens
 
 _TENSOR_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -94,18 +95,25 @@ def convert_graph(
     input_dtypes = {}
     for value in graph_inputs:
         elem = value.type.tensor_type.elem_type
+        ctx.examples[value.name] = torch.empty(input_shapes[value.name], device="meta")
+        if elem in _INTEGER_TYPES:  # token ids: audited from their embedding lookup (ops_tokens)
+            ctx.tokens[value.name] = value.name
+            continue
         if elem not in _TENSOR_DTYPES:
             raise UnsupportedOpError(
                 f"{path}: graph input {value.name!r} has element type "
-                f"{onnx.TensorProto.DataType.Name(elem)}; only floating-point inputs can carry relevance"
+                f"{onnx.TensorProto.DataType.Name(elem)}; only floating-point inputs (or integer token ids) can "
+                "be audited"
             )
         input_dtypes[value.name] = _TENSOR_DTYPES[elem]
         ctx.float_dtype = np.dtype(_TENSOR_DTYPES[elem])
-        ctx.examples[value.name] = torch.empty(input_shapes[value.name], device="meta")
     for node in model.graph.node:
         ctx.current = node
         if node.domain not in ("", "ai.onnx"):
             ctx.fail(f"op {node.op_type!r} from domain {node.domain!r} is not supported")
+        if reads_tokens(ctx, node):
+            convert_token_node(ctx, node)
+            continue
         if all(ctx.is_const(name) for name in node.input) and node.op_type not in _NON_FOLDABLE:
             _fold(ctx, node)
             continue
@@ -122,9 +130,14 @@ def convert_graph(
         name = ctx.name(value.name)
         if name in ctx.consts:
             raise ModelError(f"{path}: graph output {value.name!r} does not depend on the model input")
+        if name in ctx.tokens:
+            raise ModelError(f"{path}: graph output {value.name!r} is the integer input {ctx.tokens[name]!r}")
         outputs.append(name)
+    for token in ctx.token_inputs:
+        input_dtypes[token.embedded] = _TENSOR_DTYPES[onnx.helper.np_dtype_to_tensor_dtype(ctx.float_dtype)]
     graph = Graph(
-        inputs=[v.name for v in graph_inputs],
+        inputs=[v.name for v in graph_inputs if v.name not in ctx.tokens]
+        + [t.embedded for t in ctx.token_inputs],
         outputs=outputs,
         nodes=ctx.nodes,
         shapes={name: tuple(t.shape) for name, t in ctx.examples.items()},
@@ -135,6 +148,7 @@ def convert_graph(
             "opset": ctx.opset,
             "output_names": [v.name for v in model.graph.output],
         },
+        token_inputs=list(ctx.token_inputs),
     )
     validate(graph)
     return graph
@@ -156,3 +170,13 @@ def declared_input_shapes(model: onnx.ModelProto) -> dict[str, list[int | str | 
                     dims.append(dim.dim_param or None)
         shapes[value.name] = dims
     return shapes
+
+
+def integer_inputs(model: onnx.ModelProto) -> list[str]:
+    """The real graph inputs of an integer element type."""
+    consts = {init.name for init in model.graph.initializer}
+    return [
+        value.name
+        for value in model.graph.input
+        if value.name not in consts and value.type.tensor_type.elem_type in _INTEGER_TYPES
+    ]

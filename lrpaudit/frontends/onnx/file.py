@@ -56,10 +56,37 @@ def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     except Exception as exc:
         raise ModelError(f"{path}: cannot read external data ({first_line(exc)})") from exc
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(_without_deprecated(model))
     except Exception as exc:
         raise ModelError(f"{path}: invalid ONNX model: {first_line(exc)}") from exc
     return model
+
+
+# Ops whose version in the model's opset the checker refuses as deprecated although the opset defines it (and
+# onnxruntime runs it): GroupNormalization 18 (per-group scale and bias; opset 21 made them per channel).
+_DEPRECATED = {"GroupNormalization": range(18, 21)}
+
+
+def _without_deprecated(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model to check: a deprecated-but-defined node stands in as ``Identity`` of its first input, so that the
+    checker validates everything else (its converter checks the node itself)."""
+    opset = default_opset(model)
+    if not any(n.op_type in _DEPRECATED and opset in _DEPRECATED[n.op_type] for n in model.graph.node):
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for node in copy.graph.node:
+        if (
+            node.op_type in _DEPRECATED
+            and opset in _DEPRECATED[node.op_type]
+            and node.domain in ("", "ai.onnx")
+        ):
+            first = node.input[0]
+            del node.input[:]
+            node.input.append(first)
+            del node.attribute[:]
+            node.op_type = "Identity"
+    return copy
 
 
 def _check_opset(model: onnx.ModelProto, path: Path) -> None:

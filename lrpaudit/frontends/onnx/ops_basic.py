@@ -164,7 +164,30 @@ def mul(ctx: Context, node: onnx.NodeProto) -> None:
 
 @converter("Div")
 def div(ctx: Context, node: onnx.NodeProto) -> None:
+    """By a constant: ``mul_const``. By an activation: ``div`` (or ``reciprocal`` for ``c / x``), steps of a
+    decomposed normalization that the passes fuse (``ir.FUSION_ONLY``)."""
     a, b = node.input
-    if not ctx.is_const(b):
-        ctx.fail("Div by an activation is not supported")
-    ctx.emit("mul_const", [a], node.output[0], {}, {"const": 1.0 / _operand(ctx, node, b).astype(np.float64)})
+    out = node.output[0]
+    _check_legacy_broadcast(ctx, node)
+    if ctx.is_const(b):
+        ctx.emit("mul_const", [a], out, {}, {"const": 1.0 / _operand(ctx, node, b).astype(np.float64)})
+    elif not ctx.is_const(a):
+        ctx.emit("div", [a, b], out)
+    elif np.all(ctx.const(a) == 1):
+        ctx.emit("reciprocal", [b], out)
+    else:
+        inverse = ctx.emit("reciprocal", [b], ctx.tmp(out, "reciprocal"))
+        ctx.emit("mul_const", [inverse], out, {}, {"const": ctx.const(a).astype(np.float64)})
+
+
+@converter("Pow")
+def pow_(ctx: Context, node: onnx.NodeProto) -> None:
+    """An activation to a constant scalar power (a variance's square, GELU-tanh's cube): fused by the passes."""
+    exponent = ctx.optional_const(node, 1)
+    if ctx.is_const(node.input[0]) or exponent is None or exponent.size != 1:
+        ctx.fail("Pow is supported as an activation to a constant scalar power")
+    ctx.emit("pow", [node.input[0]], node.output[0], {"exponent": float(np.ravel(exponent)[0])})
+
+
+converter("Sqrt")(_simple("sqrt"))
+converter("Reciprocal")(_simple("reciprocal"))

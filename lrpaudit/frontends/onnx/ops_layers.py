@@ -213,8 +213,6 @@ def reduce_mean(ctx: Context, node: onnx.NodeProto) -> None:
         axes = list(range(rank))
     axes = sorted(norm_axis(int(a), rank) for a in axes)
     keepdims = bool(ctx.attr(node, "keepdims", 1))
-    if 0 in axes:
-        ctx.fail("ReduceMean over the batch axis mixes samples; not supported")
     if axes == list(range(2, rank)) and rank > 2:
         ctx.emit("global_avgpool", [node.input[0]], node.output[0], {"keepdims": keepdims})
     else:

@@ -1,5 +1,6 @@
-"""ONNX converters for shape and routing ops: Flatten, Reshape, (Un)Squeeze, Transpose, Concat, Slice, Split,
-Gather and Pad (all folded to concrete shapes and indices at load time)."""
+"""ONNX converters for shape and routing ops: Flatten, Reshape, (Un)Squeeze, Transpose, Concat (also with constant
+parts), Slice, Split, Gather, Pad, Expand and Where with a constant condition (all folded to concrete shapes and
+indices at load time)."""
 
 from __future__ import annotations
 
@@ -69,13 +70,92 @@ def transpose(ctx: Context, node: onnx.NodeProto) -> None:
 
 @converter("Concat")
 def concat(ctx: Context, node: onnx.NodeProto) -> None:
-    if any(ctx.is_const(name) for name in node.input):
-        ctx.fail("Concat of an activation with a constant is not supported")
-    rank = len(ctx.shape(node.input[0]))
+    """Constant parts (a class token, register tokens) become params at their operand positions; empty ones
+    (an empty key/value cache) are dropped."""
+    acts = [name for name in node.input if not ctx.is_const(name)]
+    rank = len(ctx.shape(acts[0]))
     axis = norm_axis(int(ctx.attr(node, "axis")), rank)
-    if axis == 0:
-        ctx.fail("Concat along the batch axis mixes samples; not supported")
-    ctx.emit("concat", list(node.input), node.output[0], {"axis": axis})
+    constants, params, position = [], {}, 0
+    for name in node.input:
+        if not ctx.is_const(name):
+            position += 1
+            continue
+        value = ctx.const(name)
+        if value.size == 0:
+            continue
+        key = f"const{len(constants)}"
+        constants.append((position, key))
+        params[key] = value
+        position += 1
+    if len(acts) == 1 and not constants:
+        ctx.alias(node.output[0], acts[0])
+        return
+    attrs = {"axis": axis} | ({"constants": tuple(constants)} if constants else {})
+    ctx.emit("concat", acts, node.output[0], attrs, params)
+
+
+@converter("Expand")
+def expand(ctx: Context, node: onnx.NodeProto) -> None:
+    """Broadcast an activation to a larger shape (ONNX's two-way broadcast of the input and the shape)."""
+    shape_in = ctx.shape(node.input[0])
+    target = [int(s) for s in np.ravel(ctx.optional_const(node, 1))]
+    shape = np.broadcast_shapes(tuple(shape_in), tuple(target))
+    if tuple(shape) == tuple(shape_in):
+        ctx.alias(node.output[0], node.input[0])
+        return
+    ctx.emit("expand", [node.input[0]], node.output[0], {"shape": tuple(int(s) for s in shape)})
+
+
+@converter("IsNaN")
+def is_nan(ctx: Context, node: onnx.NodeProto) -> None:
+    """The NaN test of torch's attention export, ``Where(IsNaN(p), 0, p)`` after a softmax: recorded for ``Where``."""
+    producer = next((n for n in reversed(ctx.nodes) if n.output == ctx.name(node.input[0])), None)
+    if producer is None or producer.op != "softmax":
+        ctx.fail("IsNaN of an activation is supported only as the NaN guard after a softmax")
+    ctx.nan_tests[node.output[0]] = ctx.name(node.input[0])
+
+
+def _nan_guard(ctx: Context, node: onnx.NodeProto) -> None:
+    """``Where(IsNaN(p), c, p)``: p itself. A softmax is NaN only on a row of -inf (every key masked) or of NaN/inf
+    logits; there the IR gives NaN where the runtime gives c, and the forward check refuses the batch."""
+    cond, a, b = node.input
+    tested = ctx.nan_tests[ctx.name(cond)]
+    if not ctx.is_const(a) or ctx.is_const(b) or ctx.name(b) != tested:
+        ctx.fail("a NaN test is supported only as the guard Where(IsNaN(p), constant, p)")
+    ctx.alias(node.output[0], b)
+
+
+@converter("Where")
+def where(ctx: Context, node: onnx.NodeProto) -> None:
+    """``Where(cond, X, Y)`` with a constant condition; an activation smaller than the output is expanded first."""
+    cond, a, b = node.input
+    if ctx.name(cond) in ctx.nan_tests:
+        _nan_guard(ctx, node)
+        return
+    if not ctx.is_const(cond):
+        ctx.fail(
+            "Where with a condition that depends on the model input (data-dependent selection) is not supported"
+        )
+    cond_value = ctx.const(cond).astype(bool)
+    out = node.output[0]
+    acts = [name for name in (a, b) if not ctx.is_const(name)]
+    shape = np.broadcast_shapes(
+        cond_value.shape,
+        *(np.shape(ctx.const(n)) for n in (a, b) if ctx.is_const(n)),
+        *(ctx.shape(n) for n in acts),
+    )
+    full = []
+    for name in acts:
+        if ctx.shape(name) != tuple(shape):
+            name = ctx.emit("expand", [name], ctx.tmp(out, f"expand_{name}"), {"shape": tuple(shape)})
+        full.append(name)
+    if len(full) == 2:
+        ctx.emit("where", full, out, {}, {"cond": cond_value})
+        return
+    other = b if ctx.is_const(b) else a
+    attrs = {"input_when": not ctx.is_const(a)}
+    constant = np.asarray(ctx.const(other), dtype=np.float64)
+    ctx.emit("where", full, out, attrs, {"cond": cond_value, "other": constant})
 
 
 @converter("Slice")
@@ -100,8 +180,6 @@ def slice_(ctx: Context, node: onnx.NodeProto) -> None:
     if not picks:
         ctx.alias(node.output[0], node.input[0])
         return
-    if any(a == 0 for a, _ in picks):
-        ctx.fail("Slice along the batch axis is not supported")
     axes_kept, indices = zip(*picks)
     ctx.emit("slice", [node.input[0]], node.output[0], {"axes": tuple(axes_kept), "indices": tuple(indices)})
 
@@ -111,8 +189,6 @@ def split(ctx: Context, node: onnx.NodeProto) -> None:
     """One ``slice`` per output; sizes from the ``split`` attribute (< 13) or input (13+), else equal parts."""
     shape = ctx.shape(node.input[0])
     axis = norm_axis(int(ctx.attr(node, "axis", 0)), len(shape))
-    if axis == 0:
-        ctx.fail("Split along the batch axis is not supported")
     sizes = ctx.optional_const(node, 1) if ctx.opset >= 13 else ctx.attr(node, "split", None)
     if sizes is None:  # equal parts; from opset 18 the last one may be smaller
         chunk = -(-shape[axis] // len(node.output))
@@ -131,8 +207,6 @@ def gather(ctx: Context, node: onnx.NodeProto) -> None:
         ctx.fail("Gather is supported only with constant indices into an activation")
     shape = ctx.shape(node.input[0])
     axis = norm_axis(int(ctx.attr(node, "axis", 0)), len(shape))
-    if axis == 0:
-        ctx.fail("Gather along the batch axis is not supported")
     indices = np.asarray(ctx.const(node.input[1]), dtype=np.int64)
     indices = np.where(indices < 0, indices + shape[axis], indices)
     ctx.emit("gather", [node.input[0]], node.output[0], {"axis": axis, "indices": indices.tolist()})
@@ -155,8 +229,6 @@ def pad(ctx: Context, node: onnx.NodeProto) -> None:
             for k, axis in enumerate(axes):
                 full[axis], full[axis + rank] = pads[k], pads[k + len(axes)]
             pads = full
-    if pads[0] or pads[rank]:
-        ctx.fail("Pad along the batch axis is not supported")
     if mode not in ("constant", "reflect", "edge"):
         ctx.fail(f"Pad mode {mode!r} is not supported")
     ctx.emit(

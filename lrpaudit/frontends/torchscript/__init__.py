@@ -38,7 +38,7 @@ from ...errors import InputError, ModelError, first_line
 from ...inputs.shapes import check_declared
 from ...ir import Graph
 from .._model import ModelFile
-from . import ops, ops_shape, prims  # noqa: F401  (fill the converter and prim handler registries)
+from . import ops, ops_attention, ops_fused, ops_shape, prims  # noqa: F401  (fill the converter and prim handler registries)
 from .archive import check_archive
 from .interp import interpret
 
@@ -58,6 +58,8 @@ class TorchScriptModel(ModelFile):
     module: Any
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     example_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # Forward arguments a trace recorded as integer tensors (token ids).
+    example_integers: list[str] = field(default_factory=list)
     format: str = "torchscript"
     reference_name: str = "torchscript"
     _graphs: dict[tuple, Graph] = field(default_factory=dict, repr=False)
@@ -66,6 +68,11 @@ class TorchScriptModel(ModelFile):
     def input_names(self) -> list[str]:
         """The forward argument names that take tensors."""
         return [a.name for a in self.module.forward.schema.arguments[1:] if str(a.type) == "Tensor"]
+
+    @property
+    def integer_inputs(self) -> list[str]:
+        """The forward arguments that take integer token ids (as the trace recorded them)."""
+        return [name for name in self.input_names if name in self.example_integers]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -101,7 +108,10 @@ class TorchScriptModel(ModelFile):
             raise InputError(f"{self.path}: no input shape given for forward argument(s) {missing}")
         generator = torch.Generator().manual_seed(0)
         feeds = {
-            name: torch.randn(tuple(shapes[name]), generator=generator, dtype=torch.float64).to(self.dtype)
+            # token ids: 0 is valid for every table, and the ids' values reach nothing but the lookup
+            name: torch.zeros(tuple(shapes[name]), dtype=torch.long)
+            if name in self.integer_inputs
+            else torch.randn(tuple(shapes[name]), generator=generator, dtype=torch.float64).to(self.dtype)
             for name in self.input_names
         }
         return self._interpret(feeds)[0]
@@ -126,7 +136,8 @@ class TorchScriptModel(ModelFile):
         for name in self.input_names:
             if name not in feeds:
                 raise InputError(f"{self.path}: no value fed for forward argument {name!r}")
-            tensors[name] = torch.from_numpy(np.ascontiguousarray(feeds[name])).to(self.dtype)
+            tensor = torch.from_numpy(np.ascontiguousarray(feeds[name]))
+            tensors[name] = tensor if name in self.integer_inputs else tensor.to(self.dtype)
         graph = self.graph({name: tuple(t.shape) for name, t in tensors.items()})
         try:
             # The plain interpreter: no profiling runs and re-specialization per new shape, the same kernels.
@@ -185,6 +196,7 @@ def load_torchscript(
     module.eval()
     model = TorchScriptModel(path=path, module=module)
     model.example_shapes = _recorded_shapes(module, model.input_names)
+    model.example_integers = _recorded_integers(module, model.input_names)
     if input_shapes:
         model.set_input_shapes(input_shapes)
     return model
@@ -208,3 +220,24 @@ def _recorded_shapes(module: Any, names: list[str]) -> dict[str, tuple[int, ...]
         if sizes and all(isinstance(d, int) for d in sizes):
             shapes[name] = tuple(sizes)
     return shapes
+
+
+_INTEGER_TYPES = ("Long", "Int", "Short", "Char", "Byte")
+
+
+def _recorded_integers(module: Any, names: list[str]) -> list[str]:
+    """The forward arguments whose recorded example type is an integer tensor."""
+    try:
+        graph_inputs = list(module.graph.inputs())[1:]
+    except Exception:  # pragma: no cover
+        return []
+    by_name = dict(zip([a.name for a in module.forward.schema.arguments[1:]], graph_inputs))
+    found = []
+    for name in names:
+        try:
+            scalar = by_name[name].type().scalarType()
+        except Exception:
+            scalar = None
+        if scalar in _INTEGER_TYPES:
+            found.append(name)
+    return found

@@ -14,9 +14,10 @@ import torch
 
 from ...errors import FidelityError, ModelError
 from ...forward import run_node
-from ...ir import Node
+from ...ir import Node, TokenInput
+from .._tokens import token_misuse
 from .naming import Naming, module_path
-from .values import Act, Call, Refuse
+from .values import Act, Call, Refuse, Tokens
 
 # Per-node build check: |IR op - aten op| relative to the aten output's scale.
 BUILD_RTOL = {torch.float32: 1e-4, torch.float64: 1e-9}
@@ -34,6 +35,9 @@ class Builder:
     values: dict[str, torch.Tensor] = field(default_factory=dict)
     # The aten call being converted; the interpreter sets it before it calls the converter.
     call: Call | None = None
+    # The IR graph inputs in order: float model inputs and the outputs of token embedding lookups.
+    inputs: list[str] = field(default_factory=list)
+    token_inputs: list[TokenInput] = field(default_factory=list)
 
     def emit(
         self,
@@ -54,6 +58,9 @@ class Builder:
         the IR op's own result.
         """
         node = self.call.node if self.call is not None else None
+        tokens = next((a for a in inputs if isinstance(a, Tokens)), None)
+        if tokens is not None:
+            raise Refuse(token_misuse(tokens.source))
         if name is None:
             base = node.outputsAt(0).debugName() if node is not None else op
             name = f"{base}::{op}" if tmp else base
@@ -113,6 +120,8 @@ class Builder:
     def alias(self, act: Act) -> Act:
         """A removed op (dropout, contiguous, dtype casts): the output is the input's IR value."""
         value = self.call.out if self.call is not None else act.value
+        if isinstance(act, Tokens):
+            return Tokens(act.name, value, act.source)
         return Act(act.name, value)
 
     def new_input(self, name: str, tensor: torch.Tensor) -> Act:
@@ -120,11 +129,25 @@ class Builder:
         self.naming.names.add(name)
         self.shapes[name] = tuple(tensor.shape)
         self.values[name] = tensor
+        self.inputs.append(name)
         return Act(name, tensor)
+
+    def embed(self, tokens: Tokens, table: torch.Tensor) -> Act:
+        """The lookup ``table[ids]`` (the current call's output): a new IR graph input, computed per batch."""
+        base = (
+            self.call.node.outputsAt(0).debugName() if self.call is not None else f"{tokens.source}.embedded"
+        )
+        name = self.naming.value_name(base)
+        act = self.new_input(name, self.call.out)
+        index_shape = tuple(tokens.value.shape)
+        self.token_inputs.append(TokenInput(tokens.source, name, to_param(table), index_shape))
+        return act
 
 
 def to_param(value: Any) -> torch.Tensor:
     """A constant as an IR param: a float64 master copy for floating point, int64 for integers, on the CPU."""
+    if isinstance(value, float):  # a Python scalar is a double: not torch's float32 default
+        return torch.tensor(value, dtype=torch.float64)
     tensor = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
     if tensor.is_floating_point():
         return tensor.to(device="cpu", dtype=torch.float64).clone()

@@ -23,6 +23,7 @@ import torch
 
 from ...errors import ModelError, UnsupportedOpError, first_line
 from ...ir import Graph, validate
+from .._tokens import token_misuse
 from .builder import Builder
 from .naming import Naming, where
 from .python_ops import PYTHON_OPS, SCALAR_OPS, SHAPE_QUERIES
@@ -33,24 +34,44 @@ from .values import (
     Call,
     Poison,
     Refuse,
+    Tokens,
     find_poison,
+    first_tokens,
     has_act,
     has_tensor,
     node_schema,
     real,
 )
 
-# Fused fast-path kernels: no IR decomposition; named specially in the error.
+# Fused fast-path kernels without an IR expansion (ops_fused expands the encoder layer, multi-head attention and
+# scaled dot-product attention); named specially in the error.
 FUSED_KERNELS = frozenset(
     {
-        "aten::_transformer_encoder_layer_fwd",
-        "aten::_native_multi_head_attention",
         "aten::_transformer_decoder_only_layer_fwd",
         "aten::_native_decoder_only_multi_head_attention",
         "aten::_masked_softmax",
         "aten::_fused_sdp_choice",
         "aten::_scaled_dot_product_flash_attention",
         "aten::_scaled_dot_product_efficient_attention",
+    }
+)
+
+
+# The ops that may read token ids: the embedding lookup, and reshapes and casts that keep the ids in order.
+TOKEN_OPS = frozenset(
+    {
+        "aten::embedding",
+        "aten::view",
+        "aten::reshape",
+        "aten::flatten",
+        "aten::unsqueeze",
+        "aten::squeeze",
+        "aten::_unsafe_view",
+        "aten::_reshape_alias",
+        "aten::contiguous",
+        "aten::clone",
+        "aten::detach",
+        "aten::to",
     }
 )
 
@@ -133,6 +154,9 @@ class Interpreter:
         if kind in SHAPE_QUERIES:
             self._bind_outputs(node, self.call_aten(node, schema, real(inputs)), inputs)
             return
+        tokens = first_tokens(inputs)
+        if tokens is not None and kind not in TOKEN_OPS:
+            self.fail(token_misuse(tokens.source))
         fn = CONVERTERS.get(kind[:-1] if _inplace(schema) else kind)
         if fn is None:
             if kind in FUSED_KERNELS:
@@ -244,7 +268,13 @@ def interpret(
     schema_args = module.forward.schema.arguments[1:]
     names = []
     for value, arg in zip(graph_inputs[1:], schema_args):
-        if arg.name in feeds:
+        if arg.name in feeds and not feeds[arg.name].is_floating_point():
+            tensor = feeds[arg.name]  # token ids: no IR value; their embedding lookup becomes an IR input
+            builder.naming.names.add(arg.name)
+            builder.shapes[arg.name] = tuple(tensor.shape)
+            ctx.bind(value, Tokens(arg.name, tensor, arg.name))
+            names.append(arg.name)
+        elif arg.name in feeds:
             ctx.bind(value, builder.new_input(arg.name, feeds[arg.name]))
             names.append(arg.name)
         elif arg.has_default_value():
@@ -271,18 +301,27 @@ def interpret(
     for index, item in enumerate(flat):
         if isinstance(item, Poison):
             raise UnsupportedOpError(f"{path}: output {index}: {item.message}")
+        if isinstance(item, Tokens):
+            raise ModelError(f"{path}: output {index} is the integer input {item.source!r}")
         if not isinstance(item, Act):
             raise ModelError(
                 f"{path}: output {index} ({type(item).__name__}) does not depend on the model input"
             )
         outputs.append(item.name)
+    embedded = {token.embedded: token for token in builder.token_inputs}
     ir = Graph(
-        inputs=names,
+        inputs=list(builder.inputs),
         outputs=outputs,
         nodes=builder.nodes,
         shapes=dict(builder.shapes),
-        input_dtypes={name: str(feeds[name].dtype).replace("torch.", "") for name in names},
-        source={"format": "torchscript", "path": path, "output_names": list(outputs)},
+        input_dtypes={
+            name: str(builder.values[name].dtype if name in embedded else feeds[name].dtype).replace(
+                "torch.", ""
+            )
+            for name in builder.inputs
+        },
+        source={"format": "torchscript", "path": path, "output_names": list(outputs), "inputs": names},
+        token_inputs=list(builder.token_inputs),
     )
     validate(ir)
     return ir, builder.values

@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
+from .._tokens import token_misuse
 from ._helpers import check_batched, dims_from_kind, f64, int_tuple, norm_dim, scalar, self_act
 from .builder import Builder
-from .values import Act, Call, Poison, Refuse, converter, has_act
+from .values import Act, Call, Poison, Refuse, Tokens, converter, has_act
 
 Tensor = torch.Tensor
 
@@ -294,8 +295,6 @@ def mean(ctx: Builder, call: Call) -> Act:
     dims = call.arg("dim")
     axes = sorted({norm_dim(d, rank) for d in dims}) if dims else list(range(rank))
     keepdim = bool(call.arg("keepdim", False))
-    if 0 in axes:
-        raise Refuse("mean over axis 0 (the batch axis) mixes samples; not supported")
     if rank > 2 and axes == list(range(2, rank)):
         return ctx.emit("global_avgpool", [x], {"keepdims": keepdim})
     return ctx.emit("mean", [x], {"axes": tuple(axes), "keepdims": keepdim})
@@ -343,8 +342,10 @@ def div(ctx: Builder, call: Call) -> Act:
     a, b = call.positional[:2]
     if call.arg("rounding_mode") is not None:
         raise Refuse("division with rounding is not supported")
+    if isinstance(a, Act) and isinstance(b, Act):
+        return ctx.emit("div", [a, b])  # a normalization's step, fused by the passes (ir.FUSION_ONLY)
     if not isinstance(a, Act) or has_act(b):
-        raise Refuse("division is supported only as activation / constant")
+        raise Refuse("division is supported as activation / constant (or / activation in a normalization)")
     return ctx.emit("mul_const", [a], {}, {"const": 1.0 / f64(b)})
 
 
@@ -373,6 +374,21 @@ def cast(ctx: Builder, call: Call) -> Any:
     first = call.args[call.schema.arguments[0].name]
     if not isinstance(first, Act):
         return call.out
+    if isinstance(first, Tokens) and not call.out.is_floating_point():
+        return ctx.alias(first)  # ids stay ids
+    if isinstance(first, Tokens):
+        raise Refuse(token_misuse(first.source))
     if not call.out.is_floating_point():
         raise Refuse(f"casting an activation to {call.out.dtype} cuts the relevance path")
     return ctx.alias(first)
+
+
+@converter("aten::embedding")
+def embedding(ctx: Builder, call: Call) -> Act:
+    """The lookup of token ids in a constant table: its output becomes an IR graph input (``ir.TokenInput``)."""
+    table, ids = call.arg("weight"), call.arg("indices")
+    if has_act(table) or not isinstance(ids, Tokens):
+        raise Refuse("embedding is supported as a lookup of integer token ids in a constant table")
+    if table.dim() != 2 or not table.is_floating_point():
+        raise Refuse(f"embedding table of shape {list(table.shape)} and type {table.dtype} is not supported")
+    return ctx.embed(ids, table)

@@ -1,5 +1,6 @@
-"""aten -> IR converters for shape and routing ops: flatten/view/reshape/(un)squeeze, permute/transpose, cat/stack,
-slice/narrow/select/index, split/chunk/unbind and padding. Shapes and indices are concrete (per input shape)."""
+"""aten -> IR converters for shape and routing ops: flatten/view/reshape/(un)squeeze, expand, permute/transpose,
+cat/stack (also with constant parts), slice/narrow/select/index, split/chunk/unbind, padding, roll, and where /
+masked_fill with a constant condition. Shapes and indices are concrete (per input shape)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Any
 
 import torch
 
+from .._tokens import token_misuse
 from ._helpers import norm_dim, self_act
 from .builder import Builder
-from .values import Act, Call, Refuse, converter
+from .values import Act, Call, Refuse, Tokens, converter, has_act
 
 
 @converter(
@@ -30,12 +32,24 @@ def reshape(ctx: Builder, call: Call) -> Any:
     first = call.args[call.schema.arguments[0].name]
     if not isinstance(first, Act):
         return call.out  # a constant shaped like an activation: still a constant
+    if isinstance(first, Tokens):
+        return _reshaped_tokens(first, call)
     shape = tuple(call.out.shape)
-    if call.kind in ("aten::expand", "aten::expand_as") and shape != tuple(first.value.shape):
-        raise Refuse("expand broadcasts an activation to a larger shape; not supported")
     if shape == tuple(first.value.shape):
         return ctx.alias(first)
+    if call.kind in ("aten::expand", "aten::expand_as"):
+        return ctx.emit("expand", [first], {"shape": shape})
     return ctx.emit("reshape", [first], {"shape": shape})
+
+
+def _reshaped_tokens(tokens: Tokens, call: Call) -> Tokens:
+    """Token ids reshaped in order (``view(-1, T)``): still ids, as long as the batch axis stays first."""
+    out = call.out
+    if call.kind in ("aten::expand", "aten::expand_as") and tuple(out.shape) != tuple(tokens.value.shape):
+        raise Refuse(token_misuse(tokens.source))
+    if out.dim() == 0 or out.shape[0] != tokens.value.shape[0]:
+        raise Refuse(f"reshapes the token ids {tokens.source!r} across the batch axis")
+    return Tokens(tokens.name, out, tokens.source)
 
 
 def _emit_perm(ctx: Builder, x: Act, perm: list[int]) -> Act:
@@ -68,15 +82,24 @@ def transpose(ctx: Builder, call: Call) -> Act:
 
 @converter("aten::cat", "aten::concat", "aten::concatenate")
 def cat(ctx: Builder, call: Call) -> Act:
+    """Constant parts (a class token, register tokens) become params at their operand positions; empty ones (an
+    empty key/value cache) are dropped."""
     items, dim = call.positional[:2]
-    if not all(isinstance(item, Act) for item in items):
-        raise Refuse("concatenation of an activation with a constant is not supported")
-    axis = norm_dim(dim, items[0].value.dim())
-    if axis == 0:
-        raise Refuse("concatenation along axis 0 (the batch axis) mixes samples; not supported")
-    if len(items) == 1:
-        return ctx.alias(items[0])
-    return ctx.emit("concat", list(items), {"axis": axis})
+    acts = [item for item in items if isinstance(item, Act)]
+    axis = norm_dim(dim, acts[0].value.dim())
+    constants, params, position = [], {}, 0
+    for item in items:
+        if not isinstance(item, Act):
+            if item.numel() == 0:
+                continue
+            key = f"const{len(constants)}"
+            constants.append((position, key))
+            params[key] = item
+        position += 1
+    if len(acts) == 1 and not constants:
+        return ctx.alias(acts[0])
+    attrs = {"axis": axis} | ({"constants": tuple(constants)} if constants else {})
+    return ctx.emit("concat", acts, attrs, params)
 
 
 @converter("aten::stack")
@@ -85,8 +108,6 @@ def stack(ctx: Builder, call: Call) -> Act:
     if not all(isinstance(item, Act) for item in items):
         raise Refuse("stacking an activation with a constant is not supported")
     axis = norm_dim(dim, items[0].value.dim() + 1)
-    if axis == 0:
-        raise Refuse("stacking along axis 0 (the batch axis) mixes samples; not supported")
     parts = []
     for item in items:
         shape = list(item.value.shape)
@@ -101,8 +122,6 @@ def _positions(ctx: Builder, call: Call, x: Act, axis: int, indices: list[int], 
     size = x.value.shape[axis]
     if indices == list(range(size)):
         return Act(x.name, emit.get("value", call.out))
-    if axis == 0:
-        raise Refuse("slicing along axis 0 (taken as the batch axis) is not supported")
     return ctx.emit("slice", [x], {"axes": (axis,), "indices": (tuple(indices),)}, **emit)
 
 
@@ -126,8 +145,6 @@ def narrow(ctx: Builder, call: Call) -> Act:
 
 
 def _gather(ctx: Builder, x: Act, axis: int, indices: Any, **emit: Any) -> Act:
-    if axis == 0:
-        raise Refuse("indexing along axis 0 (taken as the batch axis) is not supported")
     size = x.value.shape[axis]
     tensor = torch.as_tensor(indices, dtype=torch.long)
     tensor = torch.where(tensor < 0, tensor + size, tensor)
@@ -215,7 +232,51 @@ def pad(ctx: Builder, call: Call) -> Act:
     begins, ends = [0] * rank, [0] * rank
     for i in range(len(amounts) // 2):
         begins[rank - 1 - i], ends[rank - 1 - i] = amounts[2 * i], amounts[2 * i + 1]
-    if begins[0] or ends[0]:
-        raise Refuse("padding along axis 0 (the batch axis) is not supported")
     attrs = {"pads": tuple(begins + ends), "mode": modes[mode], "value": float(value or 0.0)}
     return ctx.emit("pad", [x], attrs)
+
+
+@converter("aten::roll")
+def roll(ctx: Builder, call: Call) -> Act:
+    x = self_act(call)
+    shifts, dims = [int(s) for s in call.const("shifts")], [int(d) for d in call.const("dims")]
+    if not dims:
+        raise Refuse("roll over the flattened tensor (no dims) is not supported")
+    rank = x.value.dim()
+    return ctx.emit("roll", [x], {"shifts": tuple(shifts), "dims": tuple(norm_dim(d, rank) for d in dims)})
+
+
+def _where(ctx: Builder, cond: Any, a: Any, b: Any) -> Act:
+    """``where(cond, a, b)`` with a constant condition; an activation smaller than the output is expanded first."""
+    if has_act(cond):
+        raise Refuse("where/masked_fill with a condition that depends on the model input is not supported")
+    shape = tuple(ctx.call.out.shape)
+    acts = []
+    for item in (a, b):
+        if isinstance(item, Act) and tuple(item.value.shape) != shape:
+            item = ctx.emit("expand", [item], {"shape": shape}, tmp=True)
+        acts.append(item)
+    a, b = acts
+    if isinstance(a, Act) and isinstance(b, Act):
+        return ctx.emit("where", [a, b], {}, {"cond": torch.as_tensor(cond).to(torch.bool)})
+    x, other = (a, b) if isinstance(a, Act) else (b, a)
+    params = {
+        "cond": torch.as_tensor(cond).to(torch.bool),
+        "other": torch.as_tensor(other, dtype=torch.float64),
+    }
+    return ctx.emit("where", [x], {"input_when": isinstance(a, Act)}, params)
+
+
+@converter("aten::where")
+def where(ctx: Builder, call: Call) -> Act:
+    cond, a, b = call.positional[:3]
+    return _where(ctx, cond, a, b)
+
+
+@converter("aten::masked_fill")
+def masked_fill(ctx: Builder, call: Call) -> Act:
+    """``x.masked_fill(mask, value)`` = ``where(mask, value, x)`` with a constant mask and value."""
+    x, mask, value = call.positional[:3]
+    if not isinstance(x, Act) or has_act(value):
+        raise Refuse("masked_fill is supported with a constant fill value")
+    return _where(ctx, mask, value, x)

@@ -43,6 +43,30 @@ class Act:
 
 
 @dataclass(eq=False)
+class Tokens(Act):
+    """Integer token ids from the model input ``source`` (possibly reshaped): no IR value; only an embedding lookup
+    (or an order-keeping reshape, or a shape query) may read them. ``name`` is the source input's name."""
+
+    source: str = ""
+
+
+def has_tokens(value: Any) -> bool:
+    if isinstance(value, Tokens):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(has_tokens(v) for v in value)
+    return False
+
+
+def first_tokens(value: Any) -> Tokens | None:
+    if isinstance(value, Tokens):
+        return value
+    if isinstance(value, (list, tuple)):
+        return next((t for t in map(first_tokens, value) if t is not None), None)
+    return None
+
+
+@dataclass(eq=False)
 class Poison:
     """A value lrpaudit cannot represent (e.g. max-pool indices); an op or output that uses it is an error."""
 
