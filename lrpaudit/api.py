@@ -194,6 +194,7 @@ def run_audit(request: AuditRequest) -> AuditResult:
     accumulator = AuditAccumulator()
     fidelity: FidelityResult | None = None
     graph_notes: list[str] = []
+    token_names: set[str] = set()
     warnings: list[str] = []
     checks: list[RuleCheck] | None = None
     saved: dict[str, list[np.ndarray]] = {}
@@ -231,6 +232,7 @@ def run_audit(request: AuditRequest) -> AuditResult:
             raise InputError(f"{model.path}: {exc}") from exc
         result.input_relevance = token_relevance(step.graph, result.input_relevance)
         graph_notes = result.notes + _token_notes(step.graph)
+        token_names.update(token.name for token in step.graph.token_inputs)
         accumulator.add_records(result.records, step.assignment.sources)
         accumulator.add_samples(result, batch.sources, batch.first_index)
         if request.keep_relevance:
@@ -262,6 +264,7 @@ def run_audit(request: AuditRequest) -> AuditResult:
         rule_checks=tuple(checks) if checks is not None else None,
         relevance={k: np.concatenate(v) for k, v in saved.items()} if request.keep_relevance else None,
         inputs={k: np.concatenate(v) for k, v in kept.items()} if request.keep_inputs else None,
+        token_inputs=tuple(sorted(token_names)),
         config=_config_record(config, request),
         elapsed_s=time.perf_counter() - started,
         warnings=tuple(warnings),

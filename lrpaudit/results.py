@@ -144,6 +144,7 @@ class AuditResult:
     rule_checks: tuple | None = None  # verify.RuleCheck per checked node
     relevance: dict[str, np.ndarray] | None = None
     inputs: dict[str, np.ndarray] | None = None  # the audited input arrays, when kept (heatmap overlays)
+    token_inputs: tuple[str, ...] = ()  # inputs of token ids: their relevance is per token, (samples, tokens)
     config: Mapping = field(default_factory=dict)
     elapsed_s: float | None = None  # wall-clock seconds of the audit (load excluded); JUnit/JSON timings
     warnings: tuple[str, ...] = ()

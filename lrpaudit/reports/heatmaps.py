@@ -113,15 +113,38 @@ def file_name(model_path: str, picture: Picture) -> str:
     return f"{Path(model_path).stem}.{safe}.sample{picture.sample:05d}.png"
 
 
-def token_rows(result, positions) -> list[tuple[str, int, np.ndarray, float]]:
-    """Per-token relevance of sequence inputs: (input name, sample index, (T,) values in [-1, 1], limit)."""
+@dataclass(frozen=True)
+class TokenRow:
+    """One sample's relevance per token of a sequence input, for the per-token colouring of the HTML report."""
+
+    input_name: str
+    sample: int  # the sample's global index
+    scaled: np.ndarray  # (T,) in [-1, 1]
+    values: np.ndarray  # (T,) the relevance itself
+    limit: float
+    labels: tuple[str, ...]  # the token ids when the inputs were kept, else the positions
+
+
+def token_rows(result, positions) -> list[TokenRow]:
+    """Per-token relevance of sequence inputs: token-id inputs (relevance already per token, ``(N, T)``) and
+    embedding inputs ``(N, T, D)`` (summed over ``D``)."""
     relevance = result.relevance or {}
+    token_names = set(getattr(result, "token_inputs", ()))
     rows = []
     for name, array in relevance.items():
-        if name in ("targets", "output_relevance") or kind_of(array) != "tokens":
+        if name in ("targets", "output_relevance"):
+            continue
+        if not (name in token_names and array.ndim == 2) and kind_of(array) != "tokens":
             continue
         for position in positions:
-            per_token = relevance_map(array[position])
+            per_token = array[position] if array.ndim == 2 else relevance_map(array[position])
             limit = symmetric_limit(per_token)
-            rows.append((name, result.samples[position].index, normalized(per_token, limit), limit))
+            ids = (result.inputs or {}).get(name) if name in token_names else None
+            labels = (
+                tuple(str(int(v)) for v in np.asarray(ids[position]).reshape(-1))
+                if ids is not None and np.asarray(ids[position]).size == per_token.size
+                else tuple(str(k) for k in range(per_token.size))
+            )
+            sample = result.samples[position].index
+            rows.append(TokenRow(name, sample, normalized(per_token, limit), per_token, limit, labels))
     return rows

@@ -82,17 +82,19 @@ def _maps(result) -> list[dict]:
 
 def _tokens(result) -> list[dict]:
     lines = []
-    for name, sample, values, limit in heatmaps.token_rows(result, _worst_positions(result)):
-        colours = heatmaps.colours(values[None, :])[0]
+    for row in heatmaps.token_rows(result, _worst_positions(result)):
+        colours = heatmaps.colours(row.scaled[None, :])[0]
         cells = [
             {
-                "label": f"{k}",
-                "value": fmt(float(v) * limit),
+                "label": label,
+                "value": f"token {k}: R = {fmt(float(value))}",
                 "colour": "#" + "".join(f"{int(c):02x}" for c in colours[k][:3]),
+                "ink": "#ffffff" if abs(float(row.scaled[k])) > 0.6 else "#1b1b1b",
             }
-            for k, v in enumerate(values)
+            for k, (label, value) in enumerate(zip(row.labels, row.values))
         ]
-        lines.append({"caption": f"sample {sample}, {safe(name)} (|R| scale {fmt(limit)})", "cells": cells})
+        caption = f"sample {row.sample}, {safe(row.input_name)} (|R| scale {fmt(row.limit)})"
+        lines.append({"caption": caption, "cells": cells})
     return lines
 
 

@@ -88,3 +88,34 @@ def test_hostile_names_stay_text(browser, page_file):
     first_cells = page.eval_on_selector_all("td.id", "els => els.map(e => e.textContent)")
     assert HOSTILE in first_cells
     page.close()
+
+
+def test_text_models_get_a_per_token_view(browser, transformer_export, tmp_path):
+    """A BERT file fed token ids: the page colours each token by its relevance (summed over the embedding)."""
+    path = transformer_export("bert", "legacy")
+    result = lrpaudit.audit(path, lrpaudit.Rule("epsilon"), random=3, keep_relevance=True, keep_inputs=True)
+    assert result.token_inputs == ("input_ids",)
+    per_token = result.relevance["input_ids"]
+    assert per_token.shape == (3, 8)
+    page_file = tmp_path / "bert.html"
+    write_html([result], page_file)
+    page, problems, _ = open_page(browser, page_file)
+    assert problems == []
+    rows = page.eval_on_selector_all(
+        "p.tokens",
+        "ps => ps.map(p => [...p.querySelectorAll('span')].map(s => [s.textContent, s.title, "
+        "getComputedStyle(s).backgroundColor]))",
+    )
+    assert len(rows) == 3 and all(len(row) == 8 for row in rows)
+    ids = result.inputs["input_ids"]
+    shown = {tuple(label for label, _, _ in row) for row in rows}
+    assert shown == {tuple(str(int(v)) for v in ids[k]) for k in range(3)}  # the token ids, in order
+    for row in rows:  # the strongest positive token is red-ish, the strongest negative blue-ish
+        values = [float(title.split("R = ")[1]) for _, title, _ in row]
+        colours = [tuple(int(c) for c in colour[4:-1].split(",")[:3]) for _, _, colour in row]
+        top, bottom = int(np.argmax(values)), int(np.argmin(values))
+        if values[top] > 0:
+            assert colours[top][0] == 255 and colours[top][2] < 255
+        if values[bottom] < 0:
+            assert colours[bottom][2] == 255 and colours[bottom][0] < 255
+    page.close()
