@@ -222,10 +222,11 @@ def one_config(config_path, preset) -> None:
 
 
 class Progress:
-    """Progress on stderr: a rich bar on a terminal, one plain line per batch otherwise (CI logs)."""
+    """Progress on stderr: a rich bar on a terminal; otherwise one plain line per step (CI logs), unless ``lines``
+    is off (``batch`` prints its own line per run)."""
 
-    def __init__(self, label: str, total: int | None, quiet: bool) -> None:
-        self.label, self.total, self.quiet = label, total, quiet
+    def __init__(self, label: str, total: int | None, quiet: bool, unit: str = "samples", lines: bool = True):
+        self.label, self.total, self.quiet, self.unit, self.lines = label, total, quiet, unit, lines
         self.bar = None
         if sys.stderr.isatty() and not quiet:
             from rich.console import Console
@@ -241,9 +242,16 @@ class Progress:
     def __call__(self, done: int, size: int) -> None:
         if self.bar is not None:
             self.bar.update(self.task, completed=done)
-        elif not self.quiet:
+        elif not self.quiet and self.lines:
             of = f"/{self.total}" if self.total else ""
-            err(f"lrpaudit: {self.label}: {done}{of} samples")
+            err(f"lrpaudit: {self.label}: {done}{of} {self.unit}")
+
+    def log(self, line: str) -> None:
+        """One stderr line; above the bar while a bar is drawn."""
+        if self.bar is not None:
+            self.bar.console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+        else:
+            err(line)
 
     def close(self) -> None:
         if self.bar is not None:
