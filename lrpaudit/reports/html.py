@@ -21,17 +21,23 @@ from ._io import atomic_write_text
 from .conservation import conservation
 
 WORST_SAMPLES = 4
-HEADERS = ("layer", "op", "rule", "bias", *ROW_FIELDS, "tolerance", "largest", "verdict")
+
+
+def _fields(rows) -> tuple[str, ...]:
+    """Every accounting column; the softmax (Taylor) share only for graphs that have one (as the terminal table)."""
+    if any(row["rule"] == "taylor" or row["absorbed_softmax"] != 0 for row in rows):
+        return ROW_FIELDS
+    return tuple(key for key in ROW_FIELDS if key != "absorbed_softmax")
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _cells(row) -> list[str]:
+def _cells(row, fields) -> list[str]:
     largest = row["largest_category"]
     share = f"{largest} {fmt(category_share(row), 2)}%" if largest else "-"
-    values = [fmt(row[key]) for key in ROW_FIELDS]
+    values = [fmt(row[key]) for key in fields]
     texts = [safe(row[key]) for key in ("id", "op", "rule", "bias_mode")]
     return [*texts, *values, fmt(row["tolerance"]), share, row["verdict"]]
 
@@ -104,6 +110,7 @@ def run_context(result) -> dict:
 
     gate = result.tolerance.gate
     rows = ordered_rows(result.layer_rows(), gate)
+    fields = _fields(rows)
     title = safe(f"{model_name(result)} [{run_label(result)}]")
     return {
         "model": safe(result.model_path),
@@ -113,8 +120,8 @@ def run_context(result) -> dict:
         "fidelity": _fidelity(result),
         "hints": [safe(row["hint"]) for row in rows if row["verdict"] != "pass" and row["hint"]][:10],
         "plot": _b64(conservation_png(conservation(result), title)) if result.layers else None,
-        "headers": HEADERS,
-        "rows": [{"cells": _cells(row), "failing": row["verdict"] != "pass"} for row in rows],
+        "headers": ("layer", "op", "rule", "bias", *fields, "tolerance", "largest", "verdict"),
+        "rows": [{"cells": _cells(row, fields), "failing": row["verdict"] != "pass"} for row in rows],
         "maps": _maps(result),
         "tokens": _tokens(result),
         "notes": [safe(note) for note in result.notes],
