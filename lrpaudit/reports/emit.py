@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..display import safe
 from ..errors import OutputError
 from . import github
 from ._io import Staging, atomic_write, check_writable
@@ -175,7 +176,7 @@ def _markdown_plots(results, markdown: Path) -> list[tuple[str, bytes | None]]:
             out.append((None, None))
             continue
         name = f"{stem}.conservation{'' if len(results) == 1 else f'-{k}'}.png"
-        title = f"{Path(result.model_path).name}"
+        title = safe(Path(result.model_path).name)
         out.append((name, conservation_png(conservation(result), title)))
     return out
 

@@ -10,6 +10,7 @@ import io
 
 import numpy as np
 
+from ..display import safe
 from ..errors import InputError
 from .conservation import Conservation
 
@@ -72,7 +73,7 @@ def conservation_png(figures: Conservation, title: str, dpi: int = 100) -> bytes
     leak per node stacked by category (mean share of the explained score) below."""
     matplotlib, Figure, FigureCanvasAgg = _matplotlib()
     with matplotlib.rc_context({"text.parse_math": False}):  # node ids are data: "$" must not start mathtext
-        return _conservation_png(figures, title, dpi, Figure, FigureCanvasAgg)
+        return _conservation_png(figures, safe(title), dpi, Figure, FigureCanvasAgg)
 
 
 def _conservation_png(figures: Conservation, title: str, dpi: int, Figure, FigureCanvasAgg) -> bytes:
