@@ -262,7 +262,7 @@ def render_results(results, report: dict, fmt: str, quiet: bool, verbose: bool) 
     """stdout: the JSON report (``--format json``), else each run's tables and notes (nothing with ``-q``);
     stderr: each run's one-line verdict."""
     from ..reports.json_report import to_json_text
-    from ..reports.table import render_checks, render_layers, render_samples, summary_line
+    from ..reports.table import render_checks, render_layers, render_notes, render_samples, summary_line
 
     if fmt == "json":
         click.echo(to_json_text(report))
@@ -273,8 +273,7 @@ def render_results(results, report: dict, fmt: str, quiet: bool, verbose: bool) 
             if verbose:
                 render_samples(result, console)
             render_checks(result, console)
-            for note in result.notes:
-                console.print(f"note: {note}", highlight=False)
+            render_notes(result, console)
     for result in results:
         err(summary_line(result))
 
@@ -284,3 +283,21 @@ def stdout_console(verbose: bool = False):
     from rich.console import Console
 
     return Console(width=None if sys.stdout.isatty() else (230 if verbose else 100))
+
+
+def load_baseline_flag(baseline):
+    """``--baseline``: the report, read and checked before any audit (a bad one is a usage error), or None."""
+    if baseline is None:
+        return None
+    from ..reports.baseline import load_baseline
+
+    return load_baseline(baseline)
+
+
+def verdict_of(results, regressions) -> bool:
+    """Whether the command failed: a run failed, or with ``--baseline`` a regression (printed on stderr)."""
+    if regressions is None:
+        return any(result.verdict != "pass" for result in results)
+    for line in regressions.describe():
+        err(f"lrpaudit: baseline: {line}")
+    return regressions.failed

@@ -15,10 +15,12 @@ from ._common import (
     err,
     guarded,
     input_shape_option,
+    load_baseline_flag,
     one_config,
+    render_results,
     shard_option,
-    stdout_console,
     trust_code_option,
+    verdict_of,
 )
 from ._settings import merged
 
@@ -118,9 +120,9 @@ def _run(models, config_path, preset, inputs, random_n, seed, input_shapes, batc
          verify_rules, exit_zero, allow_empty, trust_code, verbose, quiet, layer_rtol=None,
          end_to_end_rtol=None):  # fmt: skip
     from ..api import AuditRequest
+    from ..reports.baseline import attach
     from ..reports.emit import ReportTargets, write_reports
-    from ..reports.json_report import build_report, to_json_text
-    from ..reports.table import render_checks, render_layers, render_notes, render_samples, summary_line
+    from ..reports.json_report import build_report
 
     if shard is not None and baseline is not None:
         raise click.UsageError(
@@ -150,38 +152,15 @@ def _run(models, config_path, preset, inputs, random_n, seed, input_shapes, batc
         shard=shard,
         on_warning=lambda warning: err(f"lrpaudit: warning: {warning}"),
     )
-    old_report = None
-    if baseline is not None:  # a bad baseline is a usage error: say so before auditing anything
-        from ..reports.baseline import compare, load_baseline
-
-        old_report = load_baseline(baseline)
+    old_report = load_baseline_flag(baseline)  # a bad baseline fails before anything is audited
     targets.check(models=models, reads=[*models, config_path, inputs])
     results = [_audit_one(request, path, quiet) for path in models]
     report = build_report(results)
-    regressions = None
-    if old_report is not None:
-        regressions = compare(report, old_report)
-        regressions.source = str(baseline)
-        report["baseline"] = regressions.as_dict()
+    regressions = attach(report, old_report, baseline)
     for line in write_reports(results, report, targets):
         err(line)
-    if fmt == "json":
-        click.echo(to_json_text(report))
-    elif not quiet:
-        console = stdout_console(verbose)
-        for result in results:
-            render_layers(result, console, verbose=verbose)
-            if verbose:
-                render_samples(result, console)
-            render_checks(result, console)
-            render_notes(result, console)
-    for result in results:
-        err(summary_line(result))
-    failed = any(r.verdict != "pass" for r in results)
-    if regressions is not None:
-        for line in regressions.describe():
-            err(f"lrpaudit: baseline: {line}")
-        failed = regressions.failed
+    render_results(results, report, fmt, quiet, verbose)
+    failed = verdict_of(results, regressions)
     sys.exit(EXIT_FAIL if failed and not exit_zero else EXIT_OK)
 
 

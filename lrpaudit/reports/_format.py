@@ -41,3 +41,14 @@ def run_label(result) -> str:
 
 def model_name(result) -> str:
     return Path(result.model_path).name
+
+
+def fidelity_line(fidelity, failed: str = "FAILED") -> str:
+    """The forward-fidelity sentence every report shows (``failed``: how a mismatch is marked)."""
+    if fidelity is None:
+        return "forward fidelity not checked"
+    state = "ok" if fidelity.passed else failed
+    return (
+        f"forward fidelity vs {fidelity.reference} ({fidelity.dtype}): max abs diff {fmt(fidelity.max_abs_diff)}, "
+        f"max rel diff {fmt(fidelity.max_rel_diff)} (tolerance {fmt(fidelity.tolerance)}): {state}"
+    )

@@ -16,7 +16,7 @@ from .._version import __version__
 from ..display import safe
 from ..verdicts import ROW_FIELDS, category_share, ordered_rows, severity_then_figure
 from . import heatmaps
-from ._format import fmt, model_name, run_label
+from ._format import fidelity_line, fmt, model_name, run_label
 from ._io import atomic_write_text
 from .conservation import conservation
 
@@ -50,14 +50,7 @@ def _worst_positions(result) -> list[int]:
 
 
 def _fidelity(result) -> str:
-    fid = result.fidelity
-    if fid is None:
-        return "forward fidelity not checked"
-    state = "ok" if fid.passed else "FAILED"
-    return (
-        f"forward fidelity vs {fid.reference} ({fid.dtype}): max abs diff {fmt(fid.max_abs_diff)}, "
-        f"max rel diff {fmt(fid.max_rel_diff)} (tolerance {fmt(fid.tolerance)}): {state}"
-    )
+    return fidelity_line(result.fidelity, "FAILED")
 
 
 def _summary(result) -> str:

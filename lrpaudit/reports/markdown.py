@@ -19,7 +19,7 @@ from ..verdicts import (
     rank_key,
     severity_then_figure,
 )
-from ._format import fmt, model_name, run_label
+from ._format import fidelity_line, fmt, model_name, run_label
 from ._io import atomic_write_text
 
 ICON = {"pass": "✅", "fail": "❌", "unexplained": "⚠️", "non_finite": "💥"}
@@ -69,14 +69,7 @@ def _header(results) -> str:
 
 
 def _fidelity(result) -> str:
-    fid = result.fidelity
-    if fid is None:
-        return "forward fidelity not checked"
-    state = "ok" if fid.passed else "**FAILED**"
-    return (
-        f"forward fidelity vs {fid.reference} ({fid.dtype}): max abs diff {fmt(fid.max_abs_diff)}, "
-        f"max rel diff {fmt(fid.max_rel_diff)} (tolerance {fmt(fid.tolerance)}): {state}"
-    )
+    return fidelity_line(result.fidelity, "**FAILED**")
 
 
 def _run_line(result) -> str:
