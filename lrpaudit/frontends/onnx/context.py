@@ -64,6 +64,8 @@ class Context:
     current: onnx.NodeProto | None = None
     # The element type of the activations.
     float_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+    # Every value some node reads, and the graph outputs: what an optional output must be in to be used.
+    consumed: frozenset[str] = frozenset()
 
     # -- values
     def name(self, value: str) -> str:
@@ -85,6 +87,10 @@ class Context:
         if not self.is_const(node.input[index]):
             self.fail(f"input {index} must be constant (it depends on the model input)")
         return self.const(node.input[index])
+
+    def used(self, value: str) -> bool:
+        """Whether a node output is read by a node or is a graph output (a declared name alone is no use)."""
+        return bool(value) and value in self.consumed
 
     def shape(self, value: str) -> tuple[int, ...]:
         return tuple(self.examples[self.name(value)].shape)

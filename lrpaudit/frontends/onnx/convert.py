@@ -79,6 +79,9 @@ def convert_graph(
 ) -> Graph:
     """Translate a checked ONNX model into raw IR specialized on ``input_shapes`` (one per real graph input)."""
     ctx = Context(path=str(path), opset=default_opset(model))
+    ctx.consumed = frozenset(
+        [name for node in model.graph.node for name in node.input] + [v.name for v in model.graph.output]
+    )
     for entry in model.opset_import:
         if entry.domain not in ("", "ai.onnx"):
             used = any(n.domain == entry.domain for n in model.graph.node)
