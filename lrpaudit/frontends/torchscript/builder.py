@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ...errors import FidelityError, ModelError
+from ...errors import InternalError, ModelError
 from ...forward import run_node
 from ...ir import Node
 from .naming import Naming, module_path
@@ -92,11 +92,16 @@ class Builder:
         return Act(name, value)
 
     def _check(self, op: str, ours: torch.Tensor, ref: torch.Tensor) -> None:
-        """The emitted IR op must reproduce the aten result: |IR - aten| <= BUILD_RTOL * max |aten|."""
+        """The emitted IR op must reproduce the aten result: |IR - aten| <= BUILD_RTOL * max |aten|.
+
+        Both sides ran on the same inputs, so a mismatch is a converter that mistranslated its op: a fault of
+        lrpaudit's (InternalError, exit 3), not of the model.
+        """
         if not isinstance(ref, torch.Tensor) or tuple(ours.shape) != tuple(ref.shape):
             got = tuple(ours.shape)
             raise Refuse(
-                f"internal: IR op {op!r} gives shape {list(got)}, torch gives {list(getattr(ref, 'shape', ()))}"
+                f"IR op {op!r} gives shape {list(got)}, torch gives {list(getattr(ref, 'shape', ()))}",
+                InternalError,
             )
         if ref.numel() == 0:
             return
@@ -106,8 +111,8 @@ class Builder:
         if not bool(torch.isclose(ours, ref, rtol=0.0, atol=tolerance, equal_nan=True).all()):
             worst = float(torch.nan_to_num((ours.double() - ref.double()).abs(), nan=float("inf")).amax())
             raise Refuse(
-                f"internal: IR op {op!r} does not reproduce torch here (max abs diff {worst:.3g}, scale {scale:.3g})",
-                FidelityError,
+                f"IR op {op!r} does not reproduce torch here (max abs diff {worst:.3g}, scale {scale:.3g})",
+                InternalError,
             )
 
     def alias(self, act: Act) -> Act:
