@@ -31,7 +31,7 @@ from .verdicts import (
     sample_verdict,
 )
 
-META_KEYS = ("id", "op", "rule", "rule_source", "bias_mode")
+META_KEYS = ("id", "node_name", "op", "rule", "rule_source", "bias_mode")
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class SampleAudit:
 class LayerAudit:
     """One node's figures over all samples (float64 arrays by row field), its verdicts and its aggregated row."""
 
-    meta: Mapping[str, str]  # id, op, rule, rule_source, bias_mode
+    meta: Mapping[str, str | None]  # META_KEYS: id, node_name, op, rule, rule_source, bias_mode
     tolerance: float
     gate: str
     values: Mapping[str, np.ndarray]
@@ -183,6 +183,7 @@ class AuditAccumulator:
             if record.node_id not in self.meta:
                 self.meta[record.node_id] = {
                     "id": record.node_id,
+                    "node_name": record.node_name,
                     "op": record.op,
                     "rule": record.rule,
                     "rule_source": sources.get(record.node_id, "default"),

@@ -132,6 +132,7 @@ class Row(Mapping):
     """
 
     id: str
+    node_name: str | None
     op: str
     rule: str
     rule_source: str
@@ -190,6 +191,7 @@ def make_row(
     metric = figures[gated_metric(gate)]
     is_finite = all(math.isfinite(figures[key]) for key in ROW_FIELDS)
     values = {key: meta[key] for key in ("id", "op", "rule", "rule_source", "bias_mode")}
+    values["node_name"] = meta.get("node_name")
     values.update({key: figures[key] for key in ROW_FIELDS})
     values.update(tolerance=tolerance, verdict=verdict, passing_tolerance=metric if is_finite else None)
     values["largest_category"] = largest_category(figures)

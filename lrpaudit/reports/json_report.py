@@ -34,6 +34,7 @@ from ._io import atomic_write_text
 SCHEMA_VERSION = "1.2"
 LAYER_KEYS = (
     "id",
+    "node_name",
     "op",
     "rule",
     "rule_source",

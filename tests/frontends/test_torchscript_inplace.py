@@ -273,7 +273,7 @@ def test_t_in_place_is_translated(tmp_path):
     graph = load(path, {"x": (4, 4)}).graph({"x": (4, 4)})
     assert [(n.id, n.op, n.attrs.get("perm")) for n in graph.nodes] == [
         ("fc", "linear", None),
-        ("t", "permute", (1, 0)),
+        ("permute", "permute", (1, 0)),
     ]
 
 

@@ -19,7 +19,8 @@ from onnx import helper, numpy_helper
 
 from ...errors import ModelError, UnsupportedOpError, first_line
 from ...forward import run_node
-from ...ir import LINEAR_TYPE, Node
+from ...ir import LINEAR_TYPE, WEIGHTED, Node
+from .scopes import Scope, weight_owner
 
 Converter = Callable[["Context", onnx.NodeProto], None]
 CONVERTERS: dict[str, Converter] = {}
@@ -60,8 +61,10 @@ class Context:
     examples: dict[str, torch.Tensor] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
-    ids: set[str] = field(default_factory=set)
     current: onnx.NodeProto | None = None
+    # The module the current node ran in (None: the file does not say), and the paths that are not leaves.
+    scope: Scope | None = None
+    non_leaf: set[str] = field(default_factory=set)
     # The element type of the activations.
     float_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
     # Every value some node reads, and the graph outputs: what an optional output must be in to be used.
@@ -130,13 +133,8 @@ class Context:
         """Append an IR node, run it on meta tensors for its shape, and return its output name."""
         onnx_node = self.current
         base = (onnx_node.name or onnx_node.output[0]) if onnx_node is not None else output
-        node_id, k = base, 1
-        while node_id in self.ids:
-            k += 1
-            node_id = f"{base}:{k}"
-        self.ids.add(node_id)
         node = Node(
-            id=node_id,
+            id=base,  # provisional: ``module_ids.assign_graph_ids`` gives the ids once every node exists
             op=op,
             inputs=[self.name(v) for v in inputs],
             outputs=[output],
@@ -148,6 +146,7 @@ class Context:
                 "frontend": "onnx",
                 "ops": [onnx_node.op_type] if onnx_node is not None else [],
                 "names": [base],
+                "node_name": base,
                 "opset": self.opset,
                 "onnx_output": output,
             },
@@ -169,7 +168,20 @@ class Context:
         if problem:
             self.fail(problem)
         self.nodes.append(node)
+        node.origin["module"], node.origin["leaf"] = self._module_of(node, onnx_node)
         return output
+
+    def _module_of(self, node: Node, onnx_node: onnx.NodeProto | None) -> tuple[str | None, bool]:
+        """The module path the node ran in and whether it is a leaf (``module_ids``); None where the file
+        records none. A weighted node whose weight belongs to a sibling module takes that module (the dynamo
+        exporter records a fused BatchNorm's scope on the convolution it was fused into)."""
+        if self.scope is None:
+            return None, True
+        if node.op in WEIGHTED and onnx_node is not None and len(onnx_node.input) > 1:
+            owner = weight_owner(self.scope.path, onnx_node.input[1])
+            if owner is not None:
+                return owner, True
+        return self.scope.path, self.scope.path not in self.non_leaf
 
     def tmp(self, output: str, suffix: str) -> str:
         """Name for an intermediate IR value inside a node that maps to several IR nodes."""

@@ -19,8 +19,10 @@ from onnx import helper, numpy_helper
 
 from ...errors import ModelError, UnsupportedOpError
 from ...ir import Graph, validate
+from ..module_ids import assign_graph_ids
 from .context import CONVERTERS, Context, brief
 from .file import default_opset
+from .scopes import node_scopes, non_leaf_paths
 
 _TENSOR_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -105,8 +107,10 @@ def convert_graph(
         input_dtypes[value.name] = _TENSOR_DTYPES[elem]
         ctx.float_dtype = np.dtype(_TENSOR_DTYPES[elem])
         ctx.examples[value.name] = torch.empty(input_shapes[value.name], device="meta")
-    for node in model.graph.node:
-        ctx.current = node
+    scopes = node_scopes(model)
+    ctx.non_leaf = non_leaf_paths(scopes)
+    for node, scope in zip(model.graph.node, scopes):
+        ctx.current, ctx.scope = node, scope
         if node.domain not in ("", "ai.onnx"):
             ctx.fail(f"op {node.op_type!r} from domain {node.domain!r} is not supported")
         if all(ctx.is_const(name) for name in node.input) and node.op_type not in _NON_FOLDABLE:
@@ -119,7 +123,7 @@ def convert_graph(
             convert(ctx, node)
         except (IndexError, KeyError, ValueError, TypeError, RuntimeError) as exc:
             ctx.fail(f"malformed node: its inputs or attributes do not fit the op ({brief(exc)})")
-    ctx.current = None
+    ctx.current, ctx.scope = None, None
     outputs = []
     for value in model.graph.output:
         name = ctx.name(value.name)
@@ -139,6 +143,7 @@ def convert_graph(
             "output_names": [v.name for v in model.graph.output],
         },
     )
+    assign_graph_ids(graph)
     validate(graph)
     return graph
 

@@ -26,6 +26,7 @@ import torch
 
 from ...errors import InternalError, ModelError, UnsupportedOpError, first_line
 from ...ir import Graph, validate
+from ..module_ids import assign_graph_ids
 from .builder import Builder
 from .naming import Naming, where
 from .python_ops import PYTHON_OPS, SCALAR_OPS, SHAPE_QUERIES
@@ -271,7 +272,6 @@ def interpret(
             raise ModelError(f"{path}: forward argument {arg.name!r} ({arg.type}) has no value")
     with torch.no_grad():
         results = ctx.run_block(graph.block())
-    builder.naming.assign_ids()
     flat: list[Any] = []
 
     def collect(item: Any) -> None:
@@ -302,5 +302,6 @@ def interpret(
         input_dtypes={name: str(feeds[name].dtype).replace("torch.", "") for name in names},
         source={"format": "torchscript", "path": path, "output_names": list(outputs)},
     )
+    assign_graph_ids(ir)
     validate(ir)
     return ir, builder.values
