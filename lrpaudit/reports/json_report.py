@@ -45,6 +45,7 @@ LAYER_KEYS = (
     "passing_tolerance",
     "largest_category",
     "hint",
+    "cancellation",
 )
 SAMPLE_CATEGORIES = CATEGORIES
 
@@ -167,7 +168,10 @@ def _sample(result, position: int) -> dict:
             "output_scale": sample.output_scale,
             "nothing_to_explain": sample.nothing_to_explain,
             "totals": {key: sample.totals.get(key) for key in SAMPLE_CATEGORIES},
+            "max_cancellation": sample.max_cancellation,
+            "max_cancellation_layer": sample.max_cancellation_layer,
             "verdict": sample.verdict,
+            "hint": sample.hint,
         }
     )
     out["layers"] = [
