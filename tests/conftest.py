@@ -3,7 +3,8 @@
 * one torch thread per worker (``pytest -n 2`` runs two workers on two cores);
 * ``export_cache``: model files made once per test session and shared by every xdist worker (exports take
   seconds each; made under a file lock, in the session's common temp folder);
-* ``reference_export``: the reference models of ``helpers/reference_models.py`` exported through that cache.
+* ``reference_export``: the reference models of ``helpers/reference_models.py`` exported through that cache;
+* ``torchvision_export``: the reduced torchvision CNN families of ``helpers/torchvision_models.py``, per format.
 """
 
 from __future__ import annotations
@@ -52,5 +53,24 @@ def reference_export(export_cache):
             export_onnx(build(name), example_input(name), path, dynamo=dynamo, opset=opset, fold=fold)
 
         return export_cache(f"{name}-{exporter}-{opset}-{'fold' if fold else 'nofold'}.onnx", make)
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def torchvision_export(export_cache):
+    """``torchvision_export(family, fmt)`` -> the family's file in ``fmt`` (legacy, dynamo, traced)."""
+    from tests.helpers import torchvision_models as tv
+
+    models: dict[str, object] = {}
+
+    def get(name: str, fmt: str) -> Path:
+        def make(path: Path) -> None:
+            if name not in models:
+                models[name] = tv.build(name)
+            tv.export(models[name], name, fmt, path)
+
+        suffix = ".pt" if fmt == "traced" else ".onnx"
+        return export_cache(f"torchvision-{name}-{fmt}{suffix}", make)
 
     return get

@@ -221,3 +221,28 @@ def test_a_baseline_whose_ids_were_onnx_node_names_still_matches(twin_reports):
     result = compare(onnx_report, old)
     assert result.compared == len(onnx_result.layers) + len(onnx_result.samples)
     assert not result.new_layers and not result.vanished_layers and not result.failed
+
+
+def test_a_node_the_optimizer_created_without_metadata_goes_to_its_readers_module():
+    made = helper.make_node("Split", ["x"], ["a", "b"], name="node_Split_300", num_outputs=2)
+    readers = [
+        node_with(
+            "node_Conv_1",
+            "Conv",
+            ["a"],
+            "['', 'stage2', 'stage2.1', 'stage2.1.branch2', 'stage2.1.branch2.0', 'conv2d']",
+        ),
+        node_with("node_cat", "Concat", ["b"], "['', 'stage2', 'stage2.1', 'cat']"),
+    ]
+    lone = helper.make_node("Relu", ["c_in"], ["c"], name="node_Relu_9")
+    reader = node_with("node_Conv_2", "Conv", ["c"], "['', 'head', 'head.0', 'conv2d_1']")
+    got = scopes_of(made, *readers, lone, reader)
+    assert got[0] == Scope("stage2.1")  # the deepest module holding both readers
+    assert got[3] == Scope("head")  # one reader: its parent module
+
+
+def node_with(name: str, op_type: str, inputs: list[str], scopes: str) -> onnx.NodeProto:
+    proto = helper.make_node(op_type, inputs, [f"{name}_out"], name=name)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = NAME_SCOPES, scopes
+    return proto

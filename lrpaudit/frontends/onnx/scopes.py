@@ -38,10 +38,38 @@ def node_scopes(model: onnx.ModelProto) -> list[Scope | None]:
     nodes = list(model.graph.node)
     dynamo = [_dynamo_scope(node) for node in nodes]
     if any(scope is not None for scope in dynamo):
-        return dynamo
+        return _created_by_the_optimizer(nodes, dynamo)
     chains = [_legacy_chain(node) for node in nodes]
     raw = {path for chain in chains if chain for path in chain}
     return [None if chain is None else _legacy_scope(chain, raw) for chain in chains]
+
+
+def _created_by_the_optimizer(nodes: list[onnx.NodeProto], scopes: list[Scope | None]) -> list[Scope | None]:
+    """Nodes the exporter's optimizer created carry no metadata (a ``Split`` it made of ``chunk``'s slices): they
+    go to the deepest module that holds all their readers (with one reader, that reader's parent module)."""
+    readers: dict[str, list[int]] = {}
+    for k, node in enumerate(nodes):
+        for name in node.input:
+            readers.setdefault(name, []).append(k)
+    filled = list(scopes)
+    for k, node in enumerate(nodes):
+        if scopes[k] is not None:
+            continue
+        paths = [scopes[r].path for out in node.output for r in readers.get(out, []) if scopes[r] is not None]
+        if not paths:
+            continue
+        if len(paths) == 1:
+            filled[k] = Scope(_parent(paths[0]))
+            continue
+        common = paths[0].split(".")
+        for path in paths[1:]:
+            parts = path.split(".")
+            n = 0
+            while n < min(len(common), len(parts)) and common[n] == parts[n]:
+                n += 1
+            common = common[:n]
+        filled[k] = Scope(".".join(common))
+    return filled
 
 
 def non_leaf_paths(scopes: list[Scope | None]) -> set[str]:
