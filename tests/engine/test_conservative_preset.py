@@ -95,34 +95,38 @@ class DeepSeparable(nn.Module):
         return self.head(torch.flatten(self.pool(x), 1))
 
 
-NETS = {"deep24": (24, 0), "deep40": (40, 1)}
+NETS = {"deep16": (16, 0), "deep32": (32, 1)}
 
 
 @pytest.fixture(scope="module")
-def deep_files(export_cache):
-    def files(name: str):
-        depth, seed = NETS[name]
-        torch.manual_seed(seed)
-        model = randomize_batchnorm(DeepSeparable(depth), seed).eval()
-        x = torch.randn(1, *SHAPE[1:])
-        return {
-            "onnx": export_cache(
-                f"{name}.onnx", lambda p: export_onnx(model, x, p, dynamo=False, opset=17, fold=False)
-            ),
-            "torchscript": export_cache(f"{name}.pt", lambda p: save_torchscript(model, x, p, "traced")),
-        }
+def deep_file(export_cache):
+    """``deep_file(name, fmt)``: the net's legacy ONNX (``onnx``) or traced (``torchscript``) file, made once."""
 
-    return files
+    def get(name: str, fmt: str):
+        depth, seed = NETS[name]
+
+        def make(path):
+            torch.manual_seed(seed)
+            model = randomize_batchnorm(DeepSeparable(depth), seed).eval()
+            x = torch.randn(1, *SHAPE[1:])
+            if fmt == "onnx":
+                export_onnx(model, x, path, dynamo=False, opset=17, fold=False)
+            else:
+                save_torchscript(model, x, path, "traced")
+
+        return export_cache(f"{name}.{'onnx' if fmt == 'onnx' else 'pt'}", make)
+
+    return get
 
 
 def inputs(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(SHAPE).astype(np.float32)
 
 
-@pytest.mark.parametrize("name, fmt", [("deep24", "onnx"), ("deep40", "torchscript")])
-def test_conservative_conserves_deep_nets_end_to_end_with_no_cancellation(deep_files, name, fmt):
+@pytest.mark.parametrize("name, fmt", [("deep16", "onnx"), ("deep32", "torchscript")])
+def test_conservative_conserves_deep_nets_end_to_end_with_no_cancellation(deep_file, name, fmt):
     result = run_audit(
-        AuditRequest(deep_files(name)[fmt], preset="conservative", inputs=inputs(NETS[name][1]))
+        AuditRequest(deep_file(name, fmt), preset="conservative", inputs=inputs(NETS[name][1]))
     )
     assert result.verdict == "pass"
     assert len([layer for layer in result.layers if layer.op == "conv"]) >= 4 * NETS[name][0]
@@ -144,12 +148,12 @@ def epsilon_design(tmp_path_factory):
 
 
 def test_the_epsilon_design_fails_end_to_end_while_layers_pass_and_the_hint_says_why(
-    deep_files, epsilon_design
+    deep_file, epsilon_design
 ):
     """Signed contributions cancel: sum |R| grows through the depthwise stack, and stabilizer shares far below
     the layer tolerance add up end to end. The figures show it, the hint names it."""
     result = run_audit(
-        AuditRequest(deep_files("deep40")["torchscript"], config=epsilon_design, inputs=inputs(1))
+        AuditRequest(deep_file("deep32", "torchscript"), config=epsilon_design, inputs=inputs(1))
     )
     assert all(layer.aggregate.verdict == "pass" for layer in result.layers)
     assert all(sample.verdict == "fail" for sample in result.samples)
@@ -163,7 +167,7 @@ def test_the_epsilon_design_fails_end_to_end_while_layers_pass_and_the_hint_says
             if row["cancellation"] is not None
         )
         assert peak == (sample.max_cancellation, sample.max_cancellation_layer)
-    cli = run_cli("check", deep_files("deep24")["onnx"], "-c", epsilon_design, "--random", "2", "-v")
+    cli = run_cli("check", deep_file("deep16", "onnx"), "-c", epsilon_design, "--random", "2", "-v")
     assert cli.exit_code == 1
     header = next(line for line in cli.stdout.splitlines() if line.startswith("layer "))
     assert "cancel" in header.split() and "max cancel" in cli.stdout
@@ -209,8 +213,8 @@ def test_per_sample_maximum_and_json_nulls(tmp_path):
     )
 
 
-def test_json_report_carries_the_figures(deep_files, epsilon_design):
-    result = run_audit(AuditRequest(deep_files("deep24")["onnx"], config=epsilon_design, inputs=inputs(0)))
+def test_json_report_carries_the_figures(deep_file, epsilon_design):
+    result = run_audit(AuditRequest(deep_file("deep16", "onnx"), config=epsilon_design, inputs=inputs(0)))
     report = json.loads(json.dumps(build_report([result])))
     validate_report(report)
     run = report["runs"][0]

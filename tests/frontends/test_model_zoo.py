@@ -6,8 +6,8 @@ inputs, Dropout nodes that declare a mask nobody reads, LRN, Sum, unnamed nodes 
 
 Oracles: onnxruntime (the forward check of the audit, batch 1); the accounting (no row unexplained or non-finite
 under the default preset); conservation by construction under ``conservative`` (end-to-end leak <= 1e-12).
-AlexNet, VGG-19 and ZFNet carry 60M..140M weights in their dense layers: loading them costs several seconds
-each, so they run in the ``slow``-marked test.
+AlexNet, VGG-19 and ZFNet carry 60M..140M weights in their dense layers, DenseNet-121 and ResNet-50 have 120 and
+53 convolutions at 224x224: they cost 4..25 s each and run in the ``slow``-marked test.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from lrpaudit.frontends import load_model
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 FILES = sorted(path.stem.removeprefix("light_") for path in LIGHT.glob("light_*.onnx"))
 DENSE = ("bvlc_alexnet", "vgg19", "zfnet512")
+# The costliest of the rest (120 and 53 convolutions at 224x224): also slow-marked.
+LARGE = ("densenet121", "resnet50")
 
 
 def test_every_light_model_is_tested():
@@ -45,12 +47,12 @@ def check(name: str) -> None:
     assert abs(sample.leak) <= 1e-12 * abs(sample.r_output)
 
 
-@pytest.mark.parametrize("name", [n for n in FILES if n not in DENSE])
+@pytest.mark.parametrize("name", [n for n in FILES if n not in DENSE + LARGE])
 def test_light_model(name):
     check(name)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", DENSE)
-def test_light_model_with_large_dense_layers(name):
+@pytest.mark.parametrize("name", DENSE + LARGE)
+def test_light_model_large(name):
     check(name)
