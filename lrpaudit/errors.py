@@ -33,6 +33,13 @@ class OutputError(LrpauditError):
     """A report or artefact cannot be written (missing folder, no permission, disk full)."""
 
 
+class InternalError(Exception):
+    """A fault in lrpaudit itself (e.g. a converter whose IR does not reproduce its op): deliberately not an
+    LrpauditError, so the command reports it as a bug (exit 3, traceback saved), never as a problem of the model."""
+
+    exit_code = 3
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (at most ``limit`` characters), or its type name if it has none.
 

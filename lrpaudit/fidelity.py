@@ -12,8 +12,19 @@ from .forward import embed_inputs, run_forward
 from .ir import Graph
 from .verdicts import relative
 
-# Max |IR - reference| relative to the reference output's scale (max |ref|) that counts as the same function.
+# Max |IR - reference| relative to the reference output's scale (max |ref|) that counts as the same function, by
+# the dtype the IR runs in.
 DEFAULT_RTOL = {"float32": 1e-4, "float64": 1e-10}
+# The floor set by the file's own precision: the runtime rounds every op of a float16 (bfloat16) model to 11 (8)
+# significant bits (unit roundoff 4.9e-4, 3.9e-3), far above the IR's float32/float64 rounding. The floors are
+# ~20 and ~13 unit roundoffs: measured deviations of float16 torchvision CNNs are 2e-4..4e-4 of the scale, while
+# a mistranslated op deviates by a sizeable fraction of it.
+FILE_PRECISION_RTOL = {"float16": 1e-2, "bfloat16": 5e-2}
+
+
+def file_precision_rtol(graph: Graph) -> float:
+    """The tolerance floor of the least precise graph input's dtype (0 for float32/float64 files)."""
+    return max((FILE_PRECISION_RTOL.get(dtype, 0.0) for dtype in graph.input_dtypes.values()), default=0.0)
 
 
 @dataclass
@@ -82,9 +93,10 @@ def check_fidelity(
     ``feeds`` are the model's inputs (token ids as ids: the IR gets their embeddings, ``forward.embed_inputs``).
 
     Final outputs are always compared; with ``intermediates`` every IR value that is also a tensor of the source
-    model is compared too, and the first one beyond tolerance (in graph order) is named.
+    model is compared too, and the first one beyond tolerance (in graph order) is named. The default tolerance
+    follows the IR's dtype and the file's precision (a float16 model is compared to 1e-2 of the scale).
     """
-    rtol = DEFAULT_RTOL[dtype] if rtol is None else rtol
+    rtol = max(DEFAULT_RTOL[dtype], file_precision_rtol(graph)) if rtol is None else rtol
     torch_dtype = torch.float32 if dtype == "float32" else torch.float64
     tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()}
     values = run_forward(graph, embed_inputs(graph, tensors, torch_dtype), dtype=torch_dtype)
@@ -124,6 +136,14 @@ def check_fidelity(
         raise FidelityError(
             f"{model.path}: the IR forward differs from {result.reference} at node {first.node!r} "
             f"(tensor {first.name!r}): max abs diff {first.max_abs_diff:.3g} = {first.rel_diff:.3g} of scale "
-            f"> tolerance {rtol:g}; refusing to audit a different function"
+            f"> tolerance {rtol:g}{_precision_note(graph, rtol)}; refusing to audit a different function"
         )
     return result
+
+
+def _precision_note(graph: Graph, rtol: float) -> str:
+    floor = file_precision_rtol(graph)
+    if floor and rtol == floor:
+        worst = min(graph.input_dtypes.values(), key=lambda d: -FILE_PRECISION_RTOL.get(d, 0.0))
+        return f" (set by the file's {worst} precision)"
+    return ""

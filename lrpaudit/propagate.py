@@ -31,6 +31,7 @@ class NodeRecord:
     """What one node did to the relevance, per sample (tensors of shape ``(batch,)``)."""
 
     node_id: str
+    node_name: str | None  # the node's name in an ONNX file (None for TorchScript)
     op: str
     rule: str
     bias_mode: str
@@ -218,6 +219,7 @@ def _backward_node(node: Node, rule: Rule, values, relevance, params) -> NodeRec
         relevance[name] = relevance[name] + r if name in relevance else r
     return NodeRecord(
         node_id=node.id,
+        node_name=node.origin.get("node_name"),
         op=node.op,
         rule=rule.describe(),
         bias_mode=rule.bias if RULES[rule.name].has_bias else "-",

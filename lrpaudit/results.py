@@ -10,7 +10,7 @@ finalize to the same figures and verdicts. A sharded audit's result carries a :c
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 
 import numpy as np
@@ -28,10 +28,11 @@ from .verdicts import (
     gated_metric,
     make_row,
     relative,
+    sample_hint,
     sample_verdict,
 )
 
-META_KEYS = ("id", "op", "rule", "rule_source", "bias_mode")
+META_KEYS = ("id", "node_name", "op", "rule", "rule_source", "bias_mode")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class SampleAudit:
     output_scale: float
     totals: Mapping[str, float]
     verdict: str = "pass"
+    # The largest cancellation (sum |R| / |sum R|) over the sample's nodes and where (None: none defined), and why
+    # the sample fails end to end when all its layers pass ("" otherwise).
+    max_cancellation: float | None = None
+    max_cancellation_layer: str | None = None
+    hint: str = ""
 
     @property
     def leak(self) -> float:
@@ -75,7 +81,7 @@ class SampleAudit:
 class LayerAudit:
     """One node's figures over all samples (float64 arrays by row field), its verdicts and its aggregated row."""
 
-    meta: Mapping[str, str]  # id, op, rule, rule_source, bias_mode
+    meta: Mapping[str, str | None]  # META_KEYS: id, node_name, op, rule, rule_source, bias_mode
     tolerance: float
     gate: str
     values: Mapping[str, np.ndarray]
@@ -168,7 +174,8 @@ class AuditResult:
 
     def raw_samples(self) -> list[RawSample]:
         """The samples' end-to-end figures without their verdicts (for :func:`refinalize`)."""
-        return [RawSample(**{k: v for k, v in vars(s).items() if k != "verdict"}) for s in self.samples]
+        names = [f.name for f in fields(RawSample)]
+        return [RawSample(**{k: getattr(s, k) for k in names}) for s in self.samples]
 
     @cached_property
     def verdict(self) -> str:
@@ -205,6 +212,7 @@ class AuditAccumulator:
             if record.node_id not in self.meta:
                 self.meta[record.node_id] = {
                     "id": record.node_id,
+                    "node_name": record.node_name,
                     "op": record.op,
                     "rule": record.rule,
                     "rule_source": sources.get(record.node_id, "default"),
@@ -267,13 +275,41 @@ def finalize(
         verdicts = tuple(VERDICTS[code] for code in codes[k])
         layers.append(_layer(meta, values, node_tolerance, gate, verdicts))
     worst_layer = codes.max(axis=0) if len(layer_data) else np.zeros(len(samples), dtype=np.int8)
+    peaks, peak_at = _max_cancellation(layer_data, len(samples))
     finals = []
     for position, raw in enumerate(samples):
         undecided = SampleAudit(**vars(raw))
         layer_verdict = VERDICTS[worst_layer[position]]
-        verdict = sample_verdict(undecided.end_to_end(gate), layer_verdict, tolerance.end_to_end_rtol)
-        finals.append(SampleAudit(**vars(raw), verdict=verdict))
+        end_to_end = undecided.end_to_end(gate)
+        verdict = sample_verdict(end_to_end, layer_verdict, tolerance.end_to_end_rtol)
+        peak = None if peak_at[position] < 0 else float(peaks[position])
+        where = None if peak is None else layer_data[peak_at[position]][0]["id"]
+        hint = ""
+        if verdict == "fail" and layer_verdict == "pass":
+            hint = sample_hint(
+                end_to_end, tolerance.end_to_end_rtol, raw.totals, raw.output_scale, peak, where
+            )
+        finals.append(
+            SampleAudit(
+                **vars(raw), verdict=verdict, max_cancellation=peak, max_cancellation_layer=where, hint=hint
+            )
+        )
     return tuple(layers), tuple(finals)
+
+
+def _max_cancellation(layer_data, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample, the largest ``scale / |r_received|`` over the nodes (``verdicts.cancellation``) and the node's
+    position in ``layer_data`` (-1 where no node has one)."""
+    peaks, at = np.zeros(count), np.full(count, -1)
+    for k, (_, values) in enumerate(layer_data):
+        received, scale = np.abs(values["r_received"]), values["scale"]
+        defined = (received > 0) & np.isfinite(received) & np.isfinite(scale)
+        with np.errstate(over="ignore"):
+            ratio = np.where(defined, scale / np.where(defined, received, 1.0), -np.inf)
+        defined &= np.isfinite(ratio)
+        better = defined & ((at < 0) | (ratio > peaks))
+        peaks, at = np.where(better, ratio, peaks), np.where(better, k, at)
+    return peaks, at
 
 
 def _verdict_codes(values: Mapping[str, np.ndarray], tolerance: float, gate: str, bound: float) -> np.ndarray:

@@ -15,6 +15,11 @@ which the stabilizer caps at about ``|Z| / eps``. With ``u = 1.1e-16`` (float64)
 to ~1e4 and a cancellation ratio up to ~1e3, the bounds are ``1e-9`` (float64) and ``1e-4`` (float32). Observed
 residuals on the test nets are ~1e-16 and ~1e-7.
 
+Cancellation. ``cancellation = sum_j |R_j| / |sum_j R_j|`` of the relevance a node received (``scale /
+|r_received|``): 1 when all of it has one sign, large where positive and negative relevance cancel. Rules with
+signed contributions (epsilon on ``a_i w_ij``) let it grow layer by layer; leaks are relative to ``sum |R|``, so
+per-layer shares within ``layer_rtol`` can add up to an end-to-end error far beyond it (``sample_hint`` says so).
+
 Ranking. The worst row is the one with the most severe verdict (pass < fail < unexplained < non_finite), then the
 largest gated figure (NaN, inf and missing count as largest), then the earliest in graph order. The terminal
 table, the verdict line, JSON, JUnit, Markdown, GitHub annotations and batch all use :func:`rank_key`.
@@ -132,6 +137,7 @@ class Row(Mapping):
     """
 
     id: str
+    node_name: str | None
     op: str
     rule: str
     rule_source: str
@@ -152,6 +158,7 @@ class Row(Mapping):
     passing_tolerance: float | None
     largest_category: str | None
     hint: str
+    cancellation: float | None = None
     worst_sample: int | None = None
     failing_samples: int | None = None
 
@@ -190,11 +197,22 @@ def make_row(
     metric = figures[gated_metric(gate)]
     is_finite = all(math.isfinite(figures[key]) for key in ROW_FIELDS)
     values = {key: meta[key] for key in ("id", "op", "rule", "rule_source", "bias_mode")}
+    values["node_name"] = meta.get("node_name")
     values.update({key: figures[key] for key in ROW_FIELDS})
     values.update(tolerance=tolerance, verdict=verdict, passing_tolerance=metric if is_finite else None)
     values["largest_category"] = largest_category(figures)
     values["hint"] = fix_hint(values) if verdict != "pass" else ""
+    values["cancellation"] = cancellation(figures["r_received"], figures["scale"])
     return Row(**values, **extra)
+
+
+def cancellation(r_received: float, scale: float) -> float | None:
+    """``sum_j |R_j| / |sum_j R_j|`` of what a node received (see the module docstring); None where the sum is
+    exactly 0 (nothing arrived, or it cancels exactly) or a figure is not finite."""
+    if not (math.isfinite(r_received) and math.isfinite(scale)) or r_received == 0:
+        return None
+    ratio = scale / abs(r_received)
+    return ratio if math.isfinite(ratio) else None
 
 
 def largest_category(figures: Mapping[str, float]) -> str | None:
@@ -251,6 +269,37 @@ def round_up(value: float, digits: int = 2) -> str:
     if rounded < value * (1 - 1e-12):
         rounded += step
     return f"{rounded:.{max(0, -exponent)}f}" if -4 <= exponent < 0 else f"{rounded:.{digits - 1}e}"
+
+
+# Above this, cancellation is named as the cause of an end-to-end failure whose layers all pass.
+CANCELLATION_HINT = 1e3
+
+
+def sample_hint(
+    end_to_end: float,
+    end_to_end_rtol: float,
+    totals: Mapping[str, float],
+    output_scale: float,
+    max_cancellation: float | None,
+    at: str | None,
+) -> str:
+    """Why a sample fails end to end while every one of its layer rows passes, and what to do about it."""
+    shares = {key: abs(totals.get(key, 0.0)) for key in CATEGORIES if math.isfinite(totals.get(key, 0.0))}
+    category = max(shares, key=shares.get) if shares and max(shares.values()) > 0 else None
+    total = (
+        f"{CATEGORY_WORDS[category]} {shares[category] / output_scale * 100:.3g}% of the output relevance in total"
+        if category and output_scale > 0
+        else "in total"
+    )
+    head = f"fails end to end ({end_to_end:.3g} > {end_to_end_rtol:g}) while every layer passes"
+    raise_tol = f"or raise end_to_end_rtol to {round_up(end_to_end)}"
+    if max_cancellation is not None and max_cancellation >= CANCELLATION_HINT:
+        return (
+            f"{head}: relevance cancels inside the network (sum|R| / |sum R| reaches {max_cancellation:.3g} at "
+            f"{at}), so leaks within layer_rtol of sum|R| add up ({total}); rules whose contributions cannot "
+            f"cancel conserve end to end (--preset conservative), {raise_tol}"
+        )
+    return f"{head}: the layers' leaks, each within layer_rtol, add up ({total}); {raise_tol}"
 
 
 def sample_verdict(end_to_end: float, layer_verdict: str, end_to_end_rtol: float) -> str:

@@ -7,6 +7,7 @@
 * ``SERIAL_MODULES``: modules whose tests run in one xdist worker, in order (see the scheduler hook below).
 * ``transformer_export``: the transformer models of ``helpers/transformer_models.py`` (legacy / dynamo ONNX, traced
   TorchScript) through that cache.
+* ``torchvision_export``: the reduced torchvision CNN families of ``helpers/torchvision_models.py``, per format.
 """
 
 from __future__ import annotations
@@ -92,5 +93,24 @@ def transformer_export(export_cache):
         return export_cache(
             f"tf-{name}-{attn}-{fmt}{tag}.{suffix}", lambda path: export(name, fmt, path, attn, opset)
         )
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def torchvision_export(export_cache):
+    """``torchvision_export(family, fmt)`` -> the family's file in ``fmt`` (legacy, dynamo, traced)."""
+    from tests.helpers import torchvision_models as tv
+
+    models: dict[str, object] = {}
+
+    def get(name: str, fmt: str) -> Path:
+        def make(path: Path) -> None:
+            if name not in models:
+                models[name] = tv.build(name)
+            tv.export(models[name], name, fmt, path)
+
+        suffix = ".pt" if fmt == "traced" else ".onnx"
+        return export_cache(f"torchvision-{name}-{fmt}{suffix}", make)
 
     return get

@@ -227,6 +227,10 @@ def _matcher(config_file: ConfigFile, spec: MatchSpec | None, path: KeyPath, rul
         ops = tuple(dict.fromkeys(spec.op))
     if spec.name is not None and not spec.name:
         raise config_file.error((*path, "name"), "must not be empty (a glob on node ids, e.g. 'features.*')")
+    if spec.node_name is not None and not spec.node_name:
+        raise config_file.error(
+            (*path, "node_name"), "must not be empty (a glob on ONNX node names, e.g. '/features/*')"
+        )
     if rule is not None and not set(WEIGHTED) <= set(RULES[rule].ops):
         for key in ("index", "position"):
             if getattr(spec, key) is not None:
@@ -235,7 +239,7 @@ def _matcher(config_file: ConfigFile, spec: MatchSpec | None, path: KeyPath, rul
                     f"rule {rule!r} does not apply to the linear/conv nodes that {key} selects "
                     f"(it applies to: {', '.join(RULES[rule].ops)})",
                 )
-    return Matcher(ops, spec.name, spec.index, spec.position)
+    return Matcher(ops, spec.name, spec.index, spec.position, spec.node_name)
 
 
 def _param(config_file: ConfigFile, key: str, value: Any, path: KeyPath) -> Any:

@@ -3,7 +3,11 @@
 A match is a mapping of conditions that must all hold:
 
 - ``op``: an IR op name or a list of them (``conv``, ``linear``, ``avgpool``, ...);
-- ``name``: a glob on the node id (``fnmatch`` syntax, case-sensitive: ``classifier.*``, ``/features/*``);
+- ``name``: a glob on the node id (``fnmatch`` syntax, case-sensitive: ``classifier.*``, ``layer1.*.conv1``); ids
+  are module paths wherever the file records them (TorchScript, and ONNX files from torch's exporters), else the
+  ONNX node names;
+- ``node_name``: a glob on the node's name in an ONNX file (``/features/features.4/Conv``; its first output's name
+  when the node has none); TorchScript nodes have no name and never match it;
 - ``index``: the node is the N-th (0-based) *weighted* node in graph order;
 - ``position``: ``first`` or ``last`` weighted node in graph order (``first`` is the one nearest the input).
 
@@ -30,6 +34,7 @@ class Matcher:
     name: str | None = None
     index: int | None = None
     position: str | None = None
+    node_name: str | None = None
 
     @property
     def selects_by_op(self) -> bool:
@@ -41,6 +46,10 @@ class Matcher:
             return False
         if self.name is not None and not fnmatch.fnmatchcase(node.id, self.name):
             return False
+        if self.node_name is not None:
+            file_name = node.origin.get("node_name")  # set by the ONNX frontend only
+            if file_name is None or not fnmatch.fnmatchcase(file_name, self.node_name):
+                return False
         if self.index is not None and context.index.get(node.id) != self.index:
             return False
         if self.position is not None:
@@ -56,7 +65,7 @@ class Matcher:
         shown: dict = {}
         if self.ops is not None:
             shown["op"] = self.ops[0] if len(self.ops) == 1 else list(self.ops)
-        for key in ("name", "index", "position"):
+        for key in ("name", "node_name", "index", "position"):
             if getattr(self, key) is not None:
                 shown[key] = getattr(self, key)
         return shown

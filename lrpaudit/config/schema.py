@@ -105,6 +105,7 @@ class _Strict(BaseModel):
 class MatchSpec(_Strict):
     op: Annotated[list[str], BeforeValidator(_one_or_list), Field(min_length=1)] | None = None
     name: str | None = None
+    node_name: str | None = None
     index: Annotated[int, Field(ge=0)] | None = None
     position: Literal["first", "last"] | None = None
 

@@ -1,6 +1,7 @@
 """What the ONNX and TorchScript model classes share: the per-shape cache of canonical graphs and the file hash.
 
-This is the one place a frontend reaches the passes: ``graph(shapes)`` is ``canonicalize(raw_graph(shapes))``.
+This is the one place a frontend reaches the passes: ``graph(shapes)`` is ``canonicalize(raw_graph(shapes))``, with
+the node ids given again afterwards (``module_ids``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from ..ir import Graph
 from ..passes import canonicalize
+from .module_ids import assign_graph_ids
 
 
 class ModelFile:
@@ -36,9 +38,12 @@ class ModelFile:
         return self._graphs[key]
 
     def _canonical(self, shapes: dict[str, tuple[int, ...]]) -> Graph:
-        """The raw IR after the passes; a model class may wrap this (to translate errors)."""
+        """The raw IR after the passes, its nodes named again (``module_ids``: what the passes removed leaves no
+        gap in the numbering); a model class may wrap this (to translate errors)."""
         raw = self.raw_graph(shapes)
-        return self._after_passes(raw, canonicalize(raw))
+        graph = self._after_passes(raw, canonicalize(raw))
+        assign_graph_ids(graph)
+        return graph
 
     def _after_passes(self, raw: Graph, graph: Graph) -> Graph:
         """Fix up the canonical graph with what only the raw one knows (TorchScript: which values aten computed)."""

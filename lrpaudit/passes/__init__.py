@@ -7,6 +7,7 @@ from .activations import fuse_gelu, fuse_gelu_tanh, fuse_silu
 from .batch_axis import batch_first
 from .batchnorm import fold_batchnorm
 from .cleanup import remove_dead_nodes
+from .concat import flatten_concats
 from .fusions import fuse_linear_bias, mark_gates, split_infinite_masks
 from .norms import fuse_layernorm, refuse_unfused
 from .softmax import strip_output_softmax
@@ -23,6 +24,7 @@ def canonicalize(graph: Graph) -> Graph:
     graph = fuse_gelu_tanh(graph)
     graph = fuse_silu(graph)
     graph = fuse_layernorm(graph)
+    graph = flatten_concats(graph)
     graph = remove_dead_nodes(graph)
     graph = refuse_unfused(graph)
     graph = mark_gates(graph)
@@ -32,6 +34,7 @@ def canonicalize(graph: Graph) -> Graph:
 __all__ = [
     "batch_first",
     "canonicalize",
+    "flatten_concats",
     "fold_batchnorm",
     "fuse_gelu",
     "fuse_gelu_tanh",

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..ir import WEIGHTED, Graph, Node
@@ -64,7 +66,8 @@ def mark_gates(graph: Graph) -> Graph:
     """For each ``mul`` of two activations, record which input is the gate (``attrs['gate']``: 0, 1 or None).
 
     The gate is the input produced by a bounded activation (sigmoid, hardsigmoid, ...), possibly reshaped, when
-    exactly one input is.
+    exactly one input is; when both are (a squeeze-excitation gate on ReLU6 features), the one that is broadcast
+    over the other (per channel, fewer elements than the product) is the gate.
     """
     graph = clone(graph)
     producers = graph.producers()
@@ -73,6 +76,10 @@ def mark_gates(graph: Graph) -> Graph:
             continue
         sources = [_gate_source(name, producers) for name in node.inputs]
         gated = [i for i, source in enumerate(sources) if source is not None and source.op in GATE_OPS]
+        if len(gated) > 1:
+            sizes = [math.prod(graph.shapes.get(name, ())) for name in node.inputs]
+            product = math.prod(graph.shapes.get(node.output, ()))
+            gated = [i for i in gated if sizes[i] < product]
         node.attrs["gate"] = gated[0] if len(gated) == 1 else None
     return graph
 

@@ -2,9 +2,13 @@
 
 Matching. Runs are matched by model path and configuration (the config file's path, else its name, else the run's
 label); a run without an exact match is paired with the one unmatched baseline run that has the same model *file
-name* and configuration (reports written from different checkouts or working folders). Within a pair, layer rows
-are matched by node id and samples by (index, source). Unmatched layers and runs are listed as new or vanished:
-they are information, not failures (an architecture change is what a baseline is often run against).
+name* and configuration (reports written from different checkouts or working folders), then with the one that has
+the same file name without its extension (``model.onnx`` and its TorchScript twin ``model.pt``). Within a pair, layer rows are matched by node id,
+which is the module path (``features.4``) wherever the file records it, so an ONNX baseline gates its TorchScript
+twin; a row of a baseline written before ids were module paths is found by the current row's ``node_name`` (the
+ONNX node name it had as its id). Samples are matched by (index, source). Unmatched layers and runs are listed as
+new or vanished: they are information, not failures (an architecture change is what a baseline is often run
+against).
 
 Regression rule. The figure compared is the one the current run's gate holds to the tolerance: ``rel_error``
 under ``strict``, ``rel_residual`` under ``explained`` (for samples: the end-to-end ``rel_error`` or
@@ -169,16 +173,23 @@ def _match_runs(now: list[dict], old: list[dict]) -> tuple[list[tuple[dict, dict
         else:
             free_old.remove(found)
             pairs.append((run, found))
-    still_new = []
-    for run in unmatched_now:
-        key = (Path(run["model"]["path"]).name, _config_key(run))
-        candidates = [o for o in free_old if (Path(o["model"]["path"]).name, _config_key(o)) == key]
+    for name in (lambda r: Path(r["model"]["path"]).name, lambda r: Path(r["model"]["path"]).stem):
+        unmatched_now = _pair_unique(unmatched_now, free_old, pairs, name)
+    return pairs, unmatched_now, free_old
+
+
+def _pair_unique(runs: list[dict], free_old: list[dict], pairs: list, name) -> list[dict]:
+    """Pair each run with the one free baseline run of the same ``name(run)`` and configuration; the rest."""
+    left = []
+    for run in runs:
+        key = (name(run), _config_key(run))
+        candidates = [o for o in free_old if (name(o), _config_key(o)) == key]
         if len(candidates) == 1:
             free_old.remove(candidates[0])
             pairs.append((run, candidates[0]))
         else:
-            still_new.append(run)
-    return pairs, still_new, free_old
+            left.append(run)
+    return left
 
 
 def _figure(value) -> float:
@@ -244,23 +255,27 @@ def compare(
         )
         model, config = now["model"]["path"], _config_key(now)
         old_layers = {row["id"]: row for row in old.get("layers", [])}
-        now_ids = set()
+        now_ids = {row["id"] for row in now.get("layers", [])}
+        matched = set()
         before = len(result.regressions)
         for row in now.get("layers", []):
-            now_ids.add(row["id"])
-            if row["id"] not in old_layers:
+            old_id = row["id"]
+            if old_id not in old_layers and row.get("node_name") not in now_ids:
+                old_id = row.get("node_name")  # a baseline whose ids were ONNX node names
+            if old_id not in old_layers or old_id in matched:
                 result.new_layers.append(LayerRef(model, config, row["id"]))
                 continue
+            matched.add(old_id)
             result.compared += 1
             worse, better = _compare_row(
-                now, row["id"], "layer", metric, row, old_layers[row["id"]], margin, row_floor
+                now, row["id"], "layer", metric, row, old_layers[old_id], margin, row_floor
             )
             if worse:
                 result.regressions.append(worse)
             if better:
                 result.improvements.append(better)
         result.vanished_layers += [
-            LayerRef(model, config, layer_id) for layer_id in old_layers if layer_id not in now_ids
+            LayerRef(model, config, layer_id) for layer_id in old_layers if layer_id not in matched
         ]
         layer_regressions = len(result.regressions) > before
         layer_improvements = any(c.model == model and c.config == config for c in result.improvements)

@@ -41,6 +41,7 @@ from .schema_check import ReportSchemaError, validate_report
 SCHEMA_VERSION = "1.2"
 LAYER_KEYS = (
     "id",
+    "node_name",
     "op",
     "rule",
     "rule_source",
@@ -51,6 +52,7 @@ LAYER_KEYS = (
     "passing_tolerance",
     "largest_category",
     "hint",
+    "cancellation",
 )
 SAMPLE_CATEGORIES = CATEGORIES
 
@@ -173,7 +175,10 @@ def _sample(result, position: int) -> dict:
             "output_scale": sample.output_scale,
             "nothing_to_explain": sample.nothing_to_explain,
             "totals": {key: sample.totals.get(key) for key in SAMPLE_CATEGORIES},
+            "max_cancellation": sample.max_cancellation,
+            "max_cancellation_layer": sample.max_cancellation_layer,
             "verdict": sample.verdict,
+            "hint": sample.hint,
         }
     )
     out["layers"] = [

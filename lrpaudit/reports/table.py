@@ -86,6 +86,7 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
     table.add_column("rel_error", justify="right")
     if verbose:
         table.add_column("rel_resid", justify="right")
+        table.add_column("cancel", justify="right")
         table.add_column("tol", justify="right")
     table.add_column("largest", max_width=14, overflow="ellipsis", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
@@ -101,7 +102,7 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
             cells += [fmt(row[k]) for k in ("r_received", "r_passed", "leak", *shares, "residual")]
         cells.append(fmt(row["rel_error"]))
         if verbose:
-            cells += [fmt(row["rel_residual"]), fmt(row["tolerance"])]
+            cells += [fmt(row["rel_residual"]), fmt(row["cancellation"], missing="-"), fmt(row["tolerance"])]
         cells.append(_category(row))
         cells.append(Text(row["verdict"].upper(), style=VERDICT_STYLE[row["verdict"]]))
         table.add_row(*cells, style="red" if row["verdict"] != "pass" else None)
@@ -113,6 +114,18 @@ def render_layers(result, console: Console, verbose: bool = False) -> None:
         console.print(rich_text(f"  hint: {row['hint']}"))
     if len(hints) > 10:
         console.print(f"  ... and {len(hints) - 10} more failing layers (see -v or the JSON report)")
+    render_sample_hint(result, console)
+
+
+def render_sample_hint(result, console: Console) -> None:
+    """One hint for the samples that fail end to end while all their layers pass: the worst one's."""
+    gate = result.tolerance.gate
+    hinted = [s for s in result.samples if s.hint]
+    if not hinted:
+        return
+    worst = min(hinted, key=lambda s: severity_then_figure(s.verdict, s.end_to_end(gate)))
+    more = f" ({len(hinted) - 1} more samples like it)" if len(hinted) > 1 else ""
+    console.print(rich_text(f"  hint: sample {worst.index} {worst.hint}{more}"))
 
 
 def render_samples(result, console: Console) -> None:
@@ -124,7 +137,17 @@ def render_samples(result, console: Console) -> None:
     totals["degenerate"] = "degenerate"
     if not has_softmax_share(result.layer_rows()):
         del totals["absorbed_softmax"]
-    for header in ("sample", "target", "r_output", "r_input", "rel_error", *totals.values(), "verdict"):
+    headers = (
+        "sample",
+        "target",
+        "r_output",
+        "r_input",
+        "rel_error",
+        *totals.values(),
+        "max cancel",
+        "verdict",
+    )
+    for header in headers:
         table.add_column(header, justify="right" if header not in ("sample", "verdict") else "left")
     for s in samples:
         table.add_row(
@@ -134,6 +157,7 @@ def render_samples(result, console: Console) -> None:
             fmt(s.r_input),
             fmt(s.rel_error),
             *(fmt(s.totals[key]) for key in totals),
+            fmt(s.max_cancellation, missing="-"),
             Text(s.verdict.upper(), style=VERDICT_STYLE[s.verdict]),
         )
     console.print(table)

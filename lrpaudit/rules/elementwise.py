@@ -92,6 +92,13 @@ def proportional_add(node, inputs, z, r_out, rule, params) -> OpResult:
     return OpResult(r_in, absorbed_stabilizer=stab_share, degenerate=degenerate)
 
 
+def uniform_add(node, inputs, z, r_out, rule, params) -> OpResult:
+    """``flat`` on an add of K activations: each summand gets ``R / K`` whatever its value (shares cannot cancel:
+    ``sum_k |R_k| = |R|``, and no summand of an exactly cancelling sum is ever divided by)."""
+    share = r_out / len(inputs)
+    return OpResult([unbroadcast(share, tuple(x.shape)) for x in inputs])
+
+
 def bias_neuron(node, inputs, z, r_out, rule, params) -> OpResult:
     """z = x + c with the constant as a bias neuron; bias modes decide whether c keeps its share."""
     x, const = inputs[0], params["const"]
@@ -128,6 +135,7 @@ HANDLERS: dict[str, Handler] = {
     "route": route,
     "winner_take_all": winner_take_all,
     "norm": proportional_add,  # for `add`; pools use the linear-type path
+    "flat": uniform_add,  # for `add`; linear-type ops and pools use the linear-type path
     "bias_neuron": bias_neuron,
     "gate": gate,
 }

@@ -79,9 +79,10 @@ RULES: dict[str, RuleSpec] = {
         RuleSpec(
             "flat",
             {"stabilizer": 1e-6},
-            LINEAR_TYPE + POOLS,
-            "R_i = sum_j 1[i in RF(j)] / n_j R_j   (uniform over the receptive field; no bias term ever)",
-            "conserves up to the stabilizer",
+            LINEAR_TYPE + POOLS + ("add",),
+            "R_i = sum_j 1[i in RF(j)] / n_j R_j   (uniform over the receptive field; no bias term ever);  "
+            "add of K activations: R_k = R / K",
+            "conserves up to the stabilizer (add: exactly)",
             has_bias=False,
         ),
         RuleSpec(

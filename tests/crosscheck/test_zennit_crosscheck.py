@@ -448,18 +448,10 @@ class RecordingFirstLayer(SpecialFirstLayerMapComposite):
         return hook
 
 
-def module_name(node_id: str) -> str:
-    """The module path from a legacy-exporter node name.
-
-    Scopes are attribute names, and a ``Sequential``'s child is scoped ``<its attribute>.<index>``:
-    ``/block1/conv1/Conv`` -> ``block1.conv1``, ``/block2/downsample/downsample.0/Conv`` -> ``block2.downsample.0``.
-    """
-    return ".".join(scope.rsplit(".", 1)[-1] for scope in node_id.strip("/").split("/")[:-1])
-
-
 @pytest.mark.parametrize("model", MODELS)
 def test_first_layer_is_the_same_layer(cases, model):
-    """Zennit's first layer (first in ``named_modules()``) is lrpaudit's first linear-type node in these models."""
+    """Zennit's first layer (first in ``named_modules()``) is lrpaudit's first linear-type node in these models
+    (whose id is its module path: the legacy export's node names record it)."""
     case = cases(model)
     composite = RecordingFirstLayer(
         layer_map=layer_map_base() + [(ZennitLinear, zr.Epsilon())],
@@ -468,7 +460,7 @@ def test_first_layer_is_the_same_layer(cases, model):
     )
     case.zennit(composite)
     assert composite.first_name is not None
-    assert composite.first_name == module_name(case.linear_nodes[0].id)
+    assert composite.first_name == case.linear_nodes[0].id
 
 
 class HeadDefinedFirst(nn.Module):

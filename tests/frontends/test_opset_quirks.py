@@ -8,6 +8,7 @@ where the quirk is about the mapping (one ``linear`` with a bias, removed ops, a
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from onnx import helper
@@ -306,6 +307,39 @@ def test_dropout_and_identity_vanish(tmp_path, opset):
     graph = check_against_ort(tmp_path, model, {"x": rand(2, 5)})
     assert ops_of(graph) == ["relu"]
     assert graph.inputs == ["x"] and graph.nodes[0].inputs == ["x"]
+
+
+def test_declared_but_unread_optional_outputs_are_no_use(tmp_path):
+    """A Dropout mask or MaxPool indices output that is declared but read by no node is not a use (the opset-9
+    model-zoo files declare Dropout masks): the model loads and matches onnxruntime. (BatchNormalization's
+    declared statistics outputs are different: before opset 14 they mean training mode, and stay refused.)"""
+    nodes = [
+        node("Dropout", ["x"], ["d", "mask"], ratio=0.5),
+        node("MaxPool", ["d"], ["y", "indices"], kernel_shape=[2, 2]),
+    ]
+    model = make_model(nodes, {"x": (1, 3, 4, 4)}, ["y"], 9)
+    graph = check_against_ort(tmp_path, model, {"x": rand(1, 3, 4, 4)})
+    assert ops_of(graph) == ["maxpool"]
+
+
+@pytest.mark.parametrize(
+    "op, outputs, message",
+    [
+        ("Dropout", ["y", "mask"], "Dropout mask output is used"),
+        ("MaxPool", ["y", "mask"], "MaxPool with an Indices output"),
+    ],
+)
+def test_read_optional_outputs_are_refused(tmp_path, op, outputs, message):
+    """An optional output that a node reads is a use: refused naming the node."""
+    attrs = {"kernel_shape": [2, 2]} if op == "MaxPool" else {}
+    nodes = [
+        node(op, ["x"], outputs, name="n0", **attrs),
+        node("Cast", ["mask"], ["mask_f"], to=onnx.TensorProto.FLOAT),
+        node("Add", ["y", "mask_f"], ["z"]),
+    ]
+    model = make_model(nodes, {"x": (1, 2, 4, 4)}, ["z"], 13)
+    with pytest.raises(UnsupportedOpError, match=f"node 'n0'.*{message}"):
+        load_onnx(save(model, tmp_path)).graph({"x": (1, 2, 4, 4)})
 
 
 # ---------------------------------------------------------------- activations

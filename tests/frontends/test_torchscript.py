@@ -160,7 +160,7 @@ RESNET_IDS = [
     "layer2.1.add",
     "layer2.1.relu:2",
     "pool",
-    "flatten",
+    "reshape",
     "fc",
 ]
 
@@ -240,7 +240,7 @@ def test_model_interface(features_files, mode):
         ("features.0", "conv"),
         ("features.2", "relu"),
         ("features.3", "maxpool"),
-        ("flatten", "reshape"),
+        ("reshape", "reshape"),
         ("fc", "linear"),
     ]
     assert graph.source["format"] == "torchscript" and graph.source["path"] == str(path)

@@ -19,8 +19,9 @@ from onnx import helper, numpy_helper
 
 from ...errors import ModelError, UnsupportedOpError, first_line
 from ...forward import run_node
-from ...ir import ACTIVATION_OPS, LINEAR_TYPE, Node, TokenInput
+from ...ir import ACTIVATION_OPS, LINEAR_TYPE, WEIGHTED, Node, TokenInput
 from .._tokens import token_misuse
+from .scopes import Scope, weight_owner
 
 Converter = Callable[["Context", onnx.NodeProto], None]
 CONVERTERS: dict[str, Converter] = {}
@@ -61,10 +62,10 @@ class Context:
     examples: dict[str, torch.Tensor] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
-    ids: set[str] = field(default_factory=set)
-    # The next ``:k`` suffix to try per base id: many nodes sharing one name stay linear to number.
-    suffixes: dict[str, int] = field(default_factory=dict)
     current: onnx.NodeProto | None = None
+    # The module the current node ran in (None: the file does not say), and the paths that are not leaves.
+    scope: Scope | None = None
+    non_leaf: set[str] = field(default_factory=set)
     # The element type of the activations.
     float_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
     # Values holding integer token ids (an integer graph input, reshaped): value -> the graph input's name.
@@ -73,6 +74,8 @@ class Context:
     token_inputs: list[TokenInput] = field(default_factory=list)
     # ``IsNaN`` of a softmax output: value -> the softmax output it tests (only a NaN guard may read it).
     nan_tests: dict[str, str] = field(default_factory=dict)
+    # Every value some node reads, and the graph outputs: what an optional output must be in to be used.
+    consumed: frozenset[str] = frozenset()
 
     # -- values
     def name(self, value: str) -> str:
@@ -94,6 +97,10 @@ class Context:
         if not self.is_const(node.input[index]):
             self.fail(f"input {index} must be constant (it depends on the model input)")
         return self.const(node.input[index])
+
+    def used(self, value: str) -> bool:
+        """Whether a node output is read by a node or is a graph output (a declared name alone is no use)."""
+        return bool(value) and value in self.consumed
 
     def shape(self, value: str) -> tuple[int, ...]:
         return tuple(self.examples[self.name(value)].shape)
@@ -138,14 +145,8 @@ class Context:
         if any(self.name(v) in self.nan_tests for v in inputs):
             self.fail("uses a NaN test of an activation other than as the guard Where(IsNaN(p), 0, p)")
         base = (onnx_node.name or onnx_node.output[0]) if onnx_node is not None else output
-        node_id, k = base, self.suffixes.get(base, 1)
-        while node_id in self.ids:
-            k += 1
-            node_id = f"{base}:{k}"
-        self.suffixes[base] = k
-        self.ids.add(node_id)
         node = Node(
-            id=node_id,
+            id=base,  # provisional: ``module_ids.assign_graph_ids`` gives the ids once every node exists
             op=op,
             inputs=[self.name(v) for v in inputs],
             outputs=[output],
@@ -157,6 +158,7 @@ class Context:
                 "frontend": "onnx",
                 "ops": [onnx_node.op_type] if onnx_node is not None else [],
                 "names": [base],
+                "node_name": base,
                 "opset": self.opset,
                 # a step inside a multi-node mapping (``ctx.tmp``) is no tensor of the ONNX graph
                 "onnx_output": output if onnx_node is None or output in onnx_node.output else None,
@@ -179,7 +181,20 @@ class Context:
         if problem:
             self.fail(problem)
         self.nodes.append(node)
+        node.origin["module"], node.origin["leaf"] = self._module_of(node, onnx_node)
         return output
+
+    def _module_of(self, node: Node, onnx_node: onnx.NodeProto | None) -> tuple[str | None, bool]:
+        """The module path the node ran in and whether it is a leaf (``module_ids``); None where the file
+        records none. A weighted node whose weight belongs to a sibling module takes that module (the dynamo
+        exporter records a fused BatchNorm's scope on the convolution it was fused into)."""
+        if self.scope is None:
+            return None, True
+        if node.op in WEIGHTED and onnx_node is not None and len(onnx_node.input) > 1:
+            owner = weight_owner(self.scope.path, onnx_node.input[1])
+            if owner is not None:
+                return owner, True
+        return self.scope.path, self.scope.path not in self.non_leaf
 
     def tmp(self, output: str, suffix: str) -> str:
         """Name for an intermediate IR value inside a node that maps to several IR nodes."""

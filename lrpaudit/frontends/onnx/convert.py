@@ -19,9 +19,11 @@ from onnx import helper, numpy_helper
 
 from ...errors import ModelError, UnsupportedOpError
 from ...ir import Graph, validate
+from ..module_ids import assign_graph_ids
 from .context import CONVERTERS, Context, brief
 from .file import default_opset
 from .ops_tokens import _INTEGER_TYPES, convert_token_node, reads_tokens
+from .scopes import node_scopes, non_leaf_paths
 
 _TENSOR_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -80,6 +82,9 @@ def convert_graph(
 ) -> Graph:
     """Translate a checked ONNX model into raw IR specialized on ``input_shapes`` (one per real graph input)."""
     ctx = Context(path=str(path), opset=default_opset(model))
+    ctx.consumed = frozenset(
+        [name for node in model.graph.node for name in node.input] + [v.name for v in model.graph.output]
+    )
     for entry in model.opset_import:
         if entry.domain not in ("", "ai.onnx"):
             used = any(n.domain == entry.domain for n in model.graph.node)
@@ -107,8 +112,10 @@ def convert_graph(
             )
         input_dtypes[value.name] = _TENSOR_DTYPES[elem]
         ctx.float_dtype = np.dtype(_TENSOR_DTYPES[elem])
-    for node in model.graph.node:
-        ctx.current = node
+    scopes = node_scopes(model)
+    ctx.non_leaf = non_leaf_paths(scopes)
+    for node, scope in zip(model.graph.node, scopes):
+        ctx.current, ctx.scope = node, scope
         if node.domain not in ("", "ai.onnx"):
             ctx.fail(f"op {node.op_type!r} from domain {node.domain!r} is not supported")
         if reads_tokens(ctx, node):
@@ -124,7 +131,7 @@ def convert_graph(
             convert(ctx, node)
         except (IndexError, KeyError, ValueError, TypeError, RuntimeError) as exc:
             ctx.fail(f"malformed node: its inputs or attributes do not fit the op ({brief(exc)})")
-    ctx.current = None
+    ctx.current, ctx.scope = None, None
     outputs = []
     for value in model.graph.output:
         name = ctx.name(value.name)
@@ -150,6 +157,7 @@ def convert_graph(
         },
         token_inputs=list(ctx.token_inputs),
     )
+    assign_graph_ids(graph)
     validate(graph)
     return graph
 

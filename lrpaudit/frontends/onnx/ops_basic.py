@@ -22,7 +22,7 @@ def _acts(ctx: Context, node: onnx.NodeProto) -> list[str]:
 
 @converter("Identity", "Dropout")
 def identity(ctx: Context, node: onnx.NodeProto) -> None:
-    if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
+    if node.op_type == "Dropout" and any(ctx.used(out) for out in node.output[1:]):
         ctx.fail("the Dropout mask output is used; only inference-mode Dropout is supported")
     ctx.alias(node.output[0], node.input[0])
 

@@ -109,7 +109,9 @@ def gemm(ctx: Context, node: onnx.NodeProto) -> None:
     if ctx.attr(node, "transA", 0):
         x = ctx.emit("permute", [a], ctx.tmp(node.output[0], "transA"), {"perm": (1, 0)})
     weight = ctx.const(b).astype(np.float64)
-    weight = alpha * (weight if ctx.attr(node, "transB", 0) else weight.T)
+    weight = weight if ctx.attr(node, "transB", 0) else weight.T
+    if alpha != 1.0:  # a multiplication by 1 would copy a large weight for nothing
+        weight = alpha * weight
     params = {"weight": weight}
     c = ctx.optional_const(node, 2)
     out_features = weight.shape[0]
@@ -139,7 +141,7 @@ def matmul(ctx: Context, node: onnx.NodeProto) -> None:
 def batch_norm(ctx: Context, node: onnx.NodeProto) -> None:
     if ctx.attr(node, "training_mode", 0):
         ctx.fail("BatchNormalization in training mode is not supported (export the model in eval mode)")
-    if any(out for out in node.output[1:]):
+    if any(out for out in node.output[1:]):  # declared statistics outputs mean training mode (opset < 14)
         ctx.fail("BatchNormalization with running-statistics outputs (training mode) is not supported")
     if not ctx.attr(node, "spatial", 1):
         ctx.fail("BatchNormalization with spatial=0 is not supported")
@@ -163,7 +165,7 @@ def batch_norm(ctx: Context, node: onnx.NodeProto) -> None:
 
 @converter("MaxPool")
 def maxpool(ctx: Context, node: onnx.NodeProto) -> None:
-    if len(node.output) > 1 and node.output[1]:
+    if any(ctx.used(out) for out in node.output[1:]):
         ctx.fail("MaxPool with an Indices output is not supported")
     attrs = _window_attrs(ctx, node, list(ctx.attr(node, "kernel_shape")))
     attrs["ceil_mode"] = bool(ctx.attr(node, "ceil_mode", 0))

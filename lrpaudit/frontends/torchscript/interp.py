@@ -11,7 +11,10 @@ Every node of ``module.inlined_graph`` is evaluated in order with a value enviro
   (``builder.py``), which checks each against the real aten result, and ``naming.py`` gives their ids.
 
 In-place aten ops (``relu_``, ``add_``) run as their functional variants and the mutated value is rebound, so cached
-activations are never overwritten. A value read after an in-place op changed it through a view is refused.
+activations are never overwritten; their converter is the functional op's, called with the functional kind
+(``functional_kind``). A value read after an in-place op changed it through a view is refused. A converter that
+fails on a call's arguments is a ModelError naming op and module; an IR op that does not reproduce its aten op is
+an InternalError (a bug, exit 3).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from typing import Any
 
 import torch
 
-from ...errors import ModelError, UnsupportedOpError, first_line
+from ...errors import InternalError, ModelError, UnsupportedOpError, first_line
 from ...ir import Graph, validate
 from .._tokens import token_misuse
+from ..module_ids import assign_graph_ids
 from .builder import Builder
 from .naming import Naming, where
 from .python_ops import PYTHON_OPS, SCALAR_OPS, SHAPE_QUERIES
@@ -100,7 +104,7 @@ class Interpreter:
     # The node being run.
     current: torch._C.Node | None = None
 
-    def fail(self, message: str, cls: type[ModelError] = UnsupportedOpError) -> None:
+    def fail(self, message: str, cls: type[Exception] = UnsupportedOpError) -> None:
         raise cls(f"{self.path}: {where(self.module, self.current)}: {message}")
 
     def read(self, value: torch._C.Value) -> Any:
@@ -111,7 +115,7 @@ class Interpreter:
                 "lrpaudit cannot follow mutation through aliases"
             )
         if uid not in self.env:
-            self.fail(f"internal: value {value.debugName()!r} is read before it is defined", ModelError)
+            self.fail(f"value {value.debugName()!r} is read before it is defined", InternalError)
         return self.env[uid]
 
     def bind(self, value: torch._C.Value, result: Any, group: int | None = None) -> None:
@@ -157,7 +161,8 @@ class Interpreter:
         tokens = first_tokens(inputs)
         if tokens is not None and kind not in TOKEN_OPS:
             self.fail(token_misuse(tokens.source))
-        fn = CONVERTERS.get(kind[:-1] if _inplace(schema) else kind)
+        functional = functional_kind(kind, schema)
+        fn = CONVERTERS.get(functional)
         if fn is None:
             if kind in FUSED_KERNELS:
                 self.fail(
@@ -173,11 +178,16 @@ class Interpreter:
             for a, v in zip(schema.arguments, node.inputs())
             if v.unique() in self.qualnames
         }
-        self.builder.call = Call(node, kind, schema, args, out, qualnames)
+        self.builder.call = Call(node, functional, schema, args, out, qualnames)
         try:
             result = fn(self.builder, self.builder.call)
         except Refuse as exc:
             self.fail(str(exc), exc.cls)
+        except (IndexError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+            self.fail(
+                f"the call's arguments do not fit the op's converter ({type(exc).__name__}: {first_line(exc)})",
+                ModelError,
+            )
         self._bind_outputs(node, result, inputs)
 
     def _bind_outputs(self, node: torch._C.Node, result: Any, inputs: list[Any], track: bool = True) -> None:
@@ -221,14 +231,13 @@ class Interpreter:
     def call_aten(
         self, node: torch._C.Node, schema: torch._C.FunctionSchema, inputs: list[Any], in_place: bool = False
     ) -> Any:
-        """Run the op for real; in-place variants run out of place (unless ``in_place``), so no activation is
-        overwritten."""
+        """Run the op for real; an in-place op writes a private copy of its target (unless ``in_place``), so no
+        activation is overwritten (the op itself runs: its functional twin may have no matching overload, e.g.
+        ``transpose_`` against ``transpose.int``)."""
         name, overload = schema.name, schema.overload_name
         namespace, short = name.split("::")
         if short == "is_grad_enabled":
             return True  # generic code paths, as under autograd; reference runs under no_grad
-        if not in_place and _inplace(schema) and short.endswith("_") and not short.endswith("__"):
-            short = short[:-1]
         try:
             packet = getattr(getattr(torch.ops, namespace), short)
             op = getattr(packet, overload or "default")
@@ -240,6 +249,8 @@ class Interpreter:
                 kwargs[arg.name] = value
             else:
                 args.append(value)
+        if not in_place and _inplace(schema) and args and isinstance(args[0], torch.Tensor):
+            args[0] = args[0].clone()
         try:
             with torch.no_grad():
                 return op(*args, **kwargs)
@@ -253,6 +264,14 @@ def _inplace(schema: torch._C.FunctionSchema) -> bool:
         and schema.arguments[0].alias_info is not None
         and schema.arguments[0].alias_info.is_write
     )
+
+
+def functional_kind(kind: str, schema: torch._C.FunctionSchema) -> str:
+    """The out-of-place twin of an in-place op (``aten::hardtanh_`` -> ``aten::hardtanh``); other kinds as they
+    are. Converters are registered, looked up and called under this kind."""
+    if _inplace(schema) and kind.endswith("_") and not kind.endswith("__"):
+        return kind[:-1]
+    return kind
 
 
 def interpret(
@@ -283,7 +302,6 @@ def interpret(
             raise ModelError(f"{path}: forward argument {arg.name!r} ({arg.type}) has no value")
     with torch.no_grad():
         results = ctx.run_block(graph.block())
-    builder.naming.assign_ids()
     flat: list[Any] = []
 
     def collect(item: Any) -> None:
@@ -323,5 +341,6 @@ def interpret(
         source={"format": "torchscript", "path": path, "output_names": list(outputs), "inputs": names},
         token_inputs=list(builder.token_inputs),
     )
+    assign_graph_ids(ir)
     validate(ir)
     return ir, builder.values

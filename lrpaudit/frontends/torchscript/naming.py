@@ -2,7 +2,8 @@
 of an op in error messages.
 
 Node ids are a user-visible contract: configs match them and reports print them. A node is named after the module
-it ran in (``layer1.0.conv1``), as ``assign_ids`` describes.
+it ran in (``layer1.0.conv1``), as ``module_ids.assign_ids`` describes (the ONNX frontend names nodes the same way
+where the file records module paths).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ...ir import LINEAR_TYPE, Node
+from ...ir import Node
 
 _HIERARCHY_PART = re.compile(r"([^.()]+)\(([^()]*)\)")
 
@@ -53,20 +54,48 @@ def where(module: Any, node: torch._C.Node | None) -> str:
 
 @dataclass(eq=False)
 class Naming:
-    """Value names and node ids for one graph. Ids are given at the end, once every node exists."""
+    """Value names and the module of every node of one graph (ids are given once every node exists)."""
 
     module: Any
     names: set[str] = field(default_factory=set)
     # The next suffix to try per base name: a name repeated n times costs O(n), not O(n^2), to number.
     next_suffix: dict[str, int] = field(default_factory=dict)
-    # One entry per IR node, in emit order: (node, scope key, in a leaf module, short op name).
-    pending: list[tuple[Node, str, bool, str]] = field(default_factory=list)
     leaf_paths: set[str] = field(default_factory=set)
+    # Module path -> its type name, for every submodule.
+    types: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        paths = [name for name, _ in self.module.named_modules()]
-        parents = {p.rsplit(".", 1)[0] if "." in p else "" for p in paths if p}
-        self.leaf_paths = {p for p in paths if p and p not in parents}
+        for name, sub in self.module.named_modules():
+            self.types[name] = getattr(sub, "original_name", type(sub).__name__)
+        parents = {p.rsplit(".", 1)[0] if "." in p else "" for p in self.types if p}
+        self.leaf_paths = {p for p in self.types if p and p not in parents}
+
+    def resolve(self, node: torch._C.Node | None) -> str:
+        """The node's full module path. The recorded call stack skips containers that are iterated, not called
+        (``for block in self.blocks``: a ModuleList or ModuleDict), so ``0`` under the root is ``blocks.0`` when
+        that is the only such path."""
+        current = ""
+        for name, _ in module_scope(node) if node is not None else []:
+            direct = f"{current}.{name}" if current else name
+            if direct not in self.types:
+                prefix = f"{current}." if current else ""
+                found = [
+                    path
+                    for path in self.types
+                    if path.startswith(prefix)
+                    and path.endswith(f".{name}")
+                    and self._containers_between(current, path)
+                ]
+                direct = found[0] if len(found) == 1 else direct
+            current = direct
+        return current
+
+    def _containers_between(self, outer: str, inner: str) -> bool:
+        """Whether every module strictly between ``outer`` and ``inner`` is a ModuleList/ModuleDict."""
+        parts = inner.split(".")
+        start = len(outer.split(".")) if outer else 0
+        between = [".".join(parts[:k]) for k in range(start + 1, len(parts))]
+        return bool(between) and all(self.types.get(p) in ("ModuleList", "ModuleDict") for p in between)
 
     def value_name(self, base: str) -> str:
         """A fresh IR value name: ``base``, else ``base#2``, ``base#3`` ..."""
@@ -80,7 +109,7 @@ class Naming:
 
     def scope_key(self, node: torch._C.Node | None, weight: str | None) -> tuple[str, bool]:
         """Where the op belongs: ``(module path, is_leaf)``; a weight's owner stands in for a leaf."""
-        path = module_path(node)
+        path = self.resolve(node)
         if path in self.leaf_paths:
             return path, True
         if weight:
@@ -88,45 +117,6 @@ class Naming:
         return path, False
 
     def record(self, ir_node: Node, node: torch._C.Node | None, weight: str | None) -> None:
-        """Note an emitted IR node and the aten node it came from, to be named by ``assign_ids``."""
-        short = node.kind().split("::")[-1].strip("_") if node is not None else ir_node.op
-        self.pending.append((ir_node, *self.scope_key(node, weight), short))
-
-    def assign_ids(self) -> None:
-        """Node ids from the module hierarchy, given once all nodes exist.
-
-        A leaf module's call (a run of consecutive nodes from the same leaf) gives its path to its main node: the
-        first linear-type node, else the last one; helper nodes in it become ``path.op`` (``conv.pad`` for a
-        reflect-padded conv). Ops in a non-leaf module are ``path.op`` (``layer1.0.add``), at the top level just
-        ``op``. Repeats get ``:2``, ``:3`` ... (a ReLU module called twice).
-        """
-        used: set[str] = set()
-        next_suffix: dict[str, int] = {}
-
-        def unique(base: str) -> str:
-            node_id, k = base, next_suffix.get(base, 1)
-            while node_id in used:
-                k += 1
-                node_id = f"{base}:{k}"
-            next_suffix[base] = k
-            used.add(node_id)
-            return node_id
-
-        runs: list[tuple[str, bool, list[tuple[Node, str]]]] = []
-        for ir_node, key, leaf, short in self.pending:
-            if leaf and runs and runs[-1][1] and runs[-1][0] == key:
-                runs[-1][2].append((ir_node, short))
-            else:
-                runs.append((key, leaf, [(ir_node, short)]))
-        for key, leaf, items in runs:
-            ops = [ir_node.op for ir_node, _ in items]
-            if not leaf:
-                for ir_node, short in items:
-                    ir_node.id = unique(f"{key}.{short}" if key else short)
-            elif len(set(ops)) == 1 and ops[0] not in LINEAR_TYPE:
-                for ir_node, _ in items:  # the same activation module called several times in a row
-                    ir_node.id = unique(key)
-            else:
-                main = next((i for i, op in enumerate(ops) if op in LINEAR_TYPE), len(items) - 1)
-                for i, (ir_node, short) in enumerate(items):
-                    ir_node.id = unique(key) if i == main else unique(f"{key}.{short}")
+        """Note the module an emitted IR node ran in (``origin["module"]``, ``origin["leaf"]``), from which
+        ``module_ids.assign_graph_ids`` names it once all nodes exist."""
+        ir_node.origin["module"], ir_node.origin["leaf"] = self.scope_key(node, weight)

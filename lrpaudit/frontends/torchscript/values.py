@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ...errors import ModelError, UnsupportedOpError
+from ...errors import UnsupportedOpError
 
 # A converter takes the IR builder (``ctx``) and the call, and returns the call's result (an Act, or a tuple/list
 # of them for multi-output ops).
@@ -128,6 +128,8 @@ class Call:
     """One aten node with an activation among its inputs, as a converter sees it."""
 
     node: torch._C.Node
+    # The functional op's kind: an in-place variant (``aten::hardtanh_``) reaches its converter as
+    # ``aten::hardtanh``, so converters compare kinds without caring; ``node.kind()`` is the original.
     kind: str
     schema: torch._C.FunctionSchema
     # By schema argument name; activations as Act.
@@ -159,8 +161,8 @@ class Call:
 
 class Refuse(Exception):
     """Raised inside converters and the IR builder; the interpreter turns it into an error of class ``cls`` (an
-    UnsupportedOpError unless given) naming the op, module and file."""
+    UnsupportedOpError unless given; InternalError for a fault of lrpaudit's) naming the op, module and file."""
 
-    def __init__(self, message: str, cls: type[ModelError] = UnsupportedOpError) -> None:
+    def __init__(self, message: str, cls: type[Exception] = UnsupportedOpError) -> None:
         super().__init__(message)
         self.cls = cls
