@@ -26,7 +26,11 @@ torch.set_num_threads(1)
 # cluster) or read what an earlier test wrote (the README's merge reads the shard reports of the lines before).
 # xdist's `--dist loadgroup` cannot do it here: it tags items by rewriting `item._nodeid`, which pytest 9 no
 # longer reads (the group mark is silently ignored).
-SERIAL_MODULES = ("tests/scaleout/test_dask_executor.py", "tests/cli/test_readme.py")
+SERIAL_MODULES = (
+    "tests/scaleout/test_dask_executor.py",
+    "tests/cli/test_readme.py",
+    "tests/crosscheck/test_lxt_crosscheck.py",  # one LXT subprocess for the module
+)
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -279,10 +279,10 @@ def render_results(results, report: dict, fmt: str, quiet: bool, verbose: bool) 
 
 
 def stdout_console(verbose: bool = False):
-    """The rich console for tables on stdout: the terminal's width, else 100 columns (230 with -v)."""
+    """The rich console for tables on stdout: the terminal's width, else 100 columns (260 with -v)."""
     from rich.console import Console
 
-    return Console(width=None if sys.stdout.isatty() else (230 if verbose else 100))
+    return Console(width=None if sys.stdout.isatty() else (260 if verbose else 100))
 
 
 def load_baseline_flag(baseline):

@@ -10,6 +10,7 @@ from .cleanup import remove_dead_nodes
 from .concat import flatten_concats
 from .fusions import fuse_linear_bias, mark_gates, split_infinite_masks
 from .norms import fuse_layernorm, refuse_unfused
+from .products import scalars_after_products
 from .softmax import strip_output_softmax
 
 
@@ -18,6 +19,7 @@ def canonicalize(graph: Graph) -> Graph:
     canonical graph holds no ``FUSION_ONLY`` op."""
     graph = batch_first(graph)
     graph = split_infinite_masks(graph)
+    graph = scalars_after_products(graph)
     graph = fuse_linear_bias(graph)
     graph = fold_batchnorm(graph)
     graph = fuse_gelu(graph)
@@ -44,6 +46,7 @@ __all__ = [
     "mark_gates",
     "refuse_unfused",
     "remove_dead_nodes",
+    "scalars_after_products",
     "split_infinite_masks",
     "strip_output_softmax",
 ]

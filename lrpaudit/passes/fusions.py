@@ -15,19 +15,22 @@ GATE_OPS = frozenset({"sigmoid", "hardsigmoid", "softmax", "tanh", "clip"})
 
 
 def _channel_bias(node: Node, const: torch.Tensor, out_channels: int, rank: int) -> torch.Tensor | None:
-    """The constant as a per-output-channel bias vector if it broadcasts as one, else None."""
+    """The constant as a per-output-channel bias vector if it is one, else None: a scalar, or a constant whose
+    channel axis (the last for ``linear``, 1 for convolutions) has the output's size and which is the same along
+    every other axis (a bias that an earlier pass wrote out over the tokens, as ``batch_first`` does for the
+    sequence-first projections of ``nn.MultiheadAttention``)."""
     if const.numel() == 1:
         return const.reshape(1).expand(out_channels).clone()
-    if node.op == "linear":
-        if const.dim() >= 1 and const.shape[-1] == out_channels and const.numel() == out_channels:
-            return const.reshape(out_channels).clone()
+    if const.dim() > rank:
         return None
-    shape = list(const.shape)
-    while len(shape) < rank:
-        shape.insert(0, 1)
-    if len(shape) == rank and shape[1] == out_channels and const.numel() == out_channels:
-        return const.reshape(out_channels).clone()
-    return None
+    shape = [1] * (rank - const.dim()) + list(const.shape)
+    axis = rank - 1 if node.op == "linear" else 1
+    if shape[axis] != out_channels:
+        return None
+    rows = const.reshape(shape).movedim(axis, -1).reshape(-1, out_channels)
+    if not bool((rows == rows[:1]).all()):
+        return None
+    return rows[0].clone()
 
 
 def fuse_linear_bias(graph: Graph) -> Graph:

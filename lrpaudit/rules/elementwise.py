@@ -100,13 +100,23 @@ def uniform_add(node, inputs, z, r_out, rule, params) -> OpResult:
 
 
 def bias_neuron(node, inputs, z, r_out, rule, params) -> OpResult:
-    """z = x + c with the constant as a bias neuron; bias modes decide whether c keeps its share."""
+    """z = x + c with the constant as a bias neuron; bias modes decide whether c keeps its share.
+
+    Where c is exactly 0 the add is the identity and R passes unchanged, with no stabilizer: an additive mask's
+    kept positions (0) then pass as a ``where`` mask or a fused kernel's causal flag passes them, and two files of
+    one model give the same relevance whichever form their exporter wrote.
+    """
     x, const = inputs[0], params["const"]
+    identity = (const == 0).expand(z.shape)
+    through = torch.where(identity, 0.0, r_out) if bool(identity.any()) else r_out
     pre = x + torch.zeros_like(const) if rule.bias == "ignore" else z
-    grad, stab_share, degenerate = stabilized_split(pre, r_out, float(rule.get("stabilizer")))
+    grad, stab_share, degenerate = stabilized_split(pre, through, float(rule.get("stabilizer")))
     carried = pre if rule.bias != "absorb" else x + torch.zeros_like(const)
     # An additive mask (-inf, finfo.min) meets no relevance where it masks: 0 there, never 0 * inf = NaN.
-    r_x = unbroadcast(_where_relevant(grad, carried * grad), tuple(x.shape))
+    r_x = _where_relevant(grad, carried * grad)
+    if through is not r_out:
+        r_x = r_x + torch.where(identity, r_out, 0.0)
+    r_x = unbroadcast(r_x, tuple(x.shape))
     bias_share = per_sample(_where_relevant(grad, grad * const)) if rule.bias == "absorb" else None
     return OpResult([r_x], absorbed_bias=bias_share, absorbed_stabilizer=stab_share, degenerate=degenerate)
 

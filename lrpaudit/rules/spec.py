@@ -105,7 +105,7 @@ RULES: dict[str, RuleSpec] = {
             "bias_neuron",
             {"stabilizer": 1e-6},
             ("add_const",),
-            "z = x + c: R_x = x / (z + eps sign z) R; the constant c is a bias neuron",
+            "z = x + c: R_x = x / (z + eps sign z) R (R itself where c = 0); the constant c is a bias neuron",
             "the constant's share leaks under absorb; ignore/distribute conserve",
         ),
         RuleSpec(

@@ -115,6 +115,9 @@ def test_the_readme_has_the_commands_this_test_expects():
         c.startswith("lrpaudit check sample_models/digits_cnn.onnx --preset conservative") for c in commands
     )
     assert "lrpaudit batch sample_models/batch.yaml" in commands
+    vit = [c for c in commands if c.startswith("lrpaudit check sample_models/digits_vit.onnx")]
+    assert any("--preset attnlrp" in c and "--gate explained" in c for c in vit)
+    assert any("--preset" not in c for c in vit)  # the default preset on a transformer
 
 
 @pytest.mark.parametrize(("command", "code"), bash_commands(), ids=lambda v: str(v)[:60])

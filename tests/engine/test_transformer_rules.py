@@ -331,3 +331,29 @@ def test_an_additive_minus_inf_mask_stays_finite_under_every_bias_mode():
         assert bool(torch.isfinite(result.r_in[0]).all()), mode
         assert all(bool(torch.isfinite(v).all()) for v in shares.values()), mode
         _check_identity(R, result.r_in, shares, mode)
+
+
+@pytest.mark.parametrize("mode", ["absorb", "ignore"])
+def test_a_bias_neuron_of_zero_passes_relevance_unchanged(mode):
+    """x + c where c is 0 at some positions (a mask's kept entries): R passes there exactly, with no stabilizer;
+    elsewhere the epsilon rule with c as a bias neuron. Dense reference written here."""
+    eps = 0.3  # large, so that a stabilizer where c = 0 would show
+    x = torch.randn(2, 3, 4, generator=_gen(10), dtype=DT)
+    const = torch.randn(3, 4, generator=_gen(11), dtype=DT)
+    const[torch.rand(3, 4, generator=_gen(12)) < 0.5] = 0.0
+    z = x + const
+    R = _relevance((2, 3, 4), 13)
+    pre = z if mode == "absorb" else x + 0 * const
+    denom = pre + eps * torch.where(pre >= 0, 1.0, -1.0).to(DT)
+    kept = const == 0
+    want = torch.where(kept, R, (x if mode == "absorb" else pre) * R / denom)
+    rule = Rule("bias_neuron", bias=mode, stabilizer=eps)
+    node = Node("m", "add_const", ["x"], ["y"], {}, {"const": const})
+    result = handler_for(rule)(node, [x], z, R, rule, {"const": const})
+    assert float((result.r_in[0] - want).abs().max()) <= TOL
+    shares = _shares(result, 2)
+    stab = _per_sample(torch.where(kept, 0.0, R * (denom - pre) / denom))
+    assert torch.allclose(shares["absorbed_stabilizer"], stab, atol=TOL)
+    if mode == "absorb":
+        assert torch.allclose(shares["absorbed_bias"], _per_sample(R * const / denom), atol=TOL)
+    _check_identity(R, result.r_in, shares, mode)

@@ -265,3 +265,56 @@ def test_an_additive_mask_of_minus_inf_becomes_a_where(tmp_path, finite):
     )
     assert ops_of(graph) == (["add_const", "where", "softmax"] if finite else ["where", "softmax"])
     assert torch.isfinite(graph.nodes[0].params.get("const", torch.zeros(1))).all()
+
+
+def test_a_bias_written_out_over_the_tokens_fuses_into_the_linear(tmp_path):
+    """nn.MultiheadAttention's sequence-first in-projection (both ONNX exporters): MatMul + Add(bias) on (L, B, E).
+    Rewritten batch first, the bias broadcasts to (1, L, E); it is still one per output, so it fuses."""
+    nodes = [
+        node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+        node("MatMul", ["t", "w"], ["h"]),
+        node("Add", ["b", "h"], ["hb"]),
+        node("Transpose", ["hb"], ["y"], perm=[1, 0, 2]),
+    ]
+    model = make_model(nodes, {"x": (2, 5, 4)}, ["y"], 13, {"w": rand(4, 6, seed=1), "b": rand(6, seed=2)})
+    graph = check_against_ort(tmp_path, model, {"x": rand(2, 5, 4)})
+    (linear,) = [n for n in graph.nodes if n.op == "linear"]
+    assert "add_const" not in ops_of(graph)
+    assert torch.equal(linear.params["bias"], torch.from_numpy(rand(6, seed=2)).double())
+
+
+def test_a_constant_that_varies_over_the_tokens_is_no_bias(tmp_path):
+    """A position-dependent add after a linear (a position embedding) stays an add_const."""
+    nodes = [node("MatMul", ["x", "w"], ["h"]), node("Add", ["h", "p"], ["y"])]
+    model = make_model(nodes, {"x": (2, 5, 4)}, ["y"], 13, {"w": rand(4, 6, seed=1), "p": rand(5, 6, seed=2)})
+    graph = check_against_ort(tmp_path, model, {"x": rand(2, 5, 4)})
+    assert ops_of(graph) == ["linear", "add_const"] and "bias" not in graph.nodes[0].params
+
+
+@pytest.mark.parametrize("where", ["both", "query", "shared"])
+def test_scalar_factors_of_a_product_move_behind_it(tmp_path, where):
+    """(q sqrt(s)) (k^T sqrt(s)), as both ONNX exporters decompose SDPA, becomes (q k^T) s, the form of eager code
+    and of a traced SDPA: the same function, so the product's stabilizer sees the same value in every file. A scale
+    whose value has another reader ("shared") stays where it is."""
+    half = np.array(0.5, np.float32)
+    if where == "shared":
+        nodes = [
+            node("Mul", ["q", "c"], ["qs"]),
+            node("MatMul", ["qs", "k"], ["p"]),
+            node("Add", ["p", "qs"], ["y"]),
+        ]
+        shapes = {"q": (2, 3, 3), "k": (2, 3, 3)}
+    else:
+        nodes = [node("Mul", ["q", "c"], ["qs"]), node("MatMul", ["qs", "ks"], ["y"])]
+        nodes.insert(1, node("Mul", ["k", "c"] if where == "both" else ["k", "one"], ["ks"]))
+        shapes = {"q": (2, 3, 4), "k": (2, 4, 5)}
+    inits = {"c": half, "one": np.array(1.0, np.float32)}
+    feeds = {name: rand(*shape, seed=i) for i, (name, shape) in enumerate(shapes.items())}
+    graph = check_against_ort(tmp_path, make_model(nodes, shapes, ["y"], 13, inits), feeds)
+    if where == "shared":
+        assert ops_of(graph) == ["mul_const", "matmul", "add"]
+        return
+    assert ops_of(graph) == ["matmul", "mul_const"]
+    product, scale = graph.nodes
+    assert product.inputs == ["q", "k"] and scale.output == "y" and product.output == "y::unscaled"
+    assert float(scale.params["const"]) == (0.25 if where == "both" else 0.5)

@@ -133,6 +133,17 @@ def _encoder(attn: str) -> nn.Module:
     return nn.Sequential(nn.TransformerEncoder(layer, 2, enable_nested_tensor=False), nn.Linear(32, 3))
 
 
+def _encoder_bias_free(attn: str) -> nn.Module:
+    """The ``encoder`` with no additive constant anywhere: every Linear and LayerNorm built with ``bias=False``
+    (LayerNorm without beta), a bias-free head, no position embedding: the CP-LRP control run."""
+    layer = nn.TransformerEncoderLayer(
+        32, 2, 48, dropout=0.0, activation="gelu", batch_first=True, bias=False
+    )
+    return nn.Sequential(
+        nn.TransformerEncoder(layer, 2, enable_nested_tensor=False), nn.Linear(32, 3, bias=False)
+    )
+
+
 def _convnext_tiny(attn: str) -> nn.Module:
     from torchvision.models import convnext_tiny
 
@@ -154,6 +165,7 @@ MODELS: dict[str, Spec] = {
     "convnext_small": Spec(_convnext_small, "x", (3, 32, 32)),
     "swin_small": Spec(_swin_small, "x", (3, 32, 32)),
     "encoder": Spec(_encoder, "x", (6, 32)),
+    "encoder_bias_free": Spec(_encoder_bias_free, "x", (6, 32)),
     "convnext_tiny": Spec(_convnext_tiny, "x", (3, 32, 32)),
     "swin_t": Spec(_swin_t, "x", (3, 32, 32)),
 }
