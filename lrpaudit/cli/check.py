@@ -77,18 +77,18 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
           target, gate, json_report, junit_xml, markdown, fmt, save_relevance, baseline, verify_rules, exit_zero,
           allow_empty, trust_code, verbose, quiet):  # fmt: skip
     """Audit LRP conservation of each MODEL; exit 0 pass, 1 fail, 2 bad input, 3 internal error."""
-    from ..api import AuditRequest
-    from ..reports.emit import ReportTargets, write_reports
-    from ..reports.json_report import build_report, to_json_text
-    from ..reports.table import render_checks, render_layers, render_notes, render_samples, summary_line
-
-    one_config(config_path, preset)
+    one_config(config_path, preset)  # usage errors first: they answer without loading torch
     if inputs is not None and random_n:
         raise click.UsageError("give either --inputs or --random, not both")
     if shard is not None and baseline is not None:
         raise click.UsageError(
             "--baseline compares a whole audit: give it to `lrpaudit merge` with the shards"
         )
+    from ..api import AuditRequest
+    from ..reports.emit import ReportTargets, write_reports
+    from ..reports.json_report import build_report, to_json_text
+    from ..reports.table import render_checks, render_layers, render_notes, render_samples, summary_line
+
     request = AuditRequest(
         model=None,
         config=config_path,

@@ -138,9 +138,10 @@ def test_onnx_graph_building_passes_and_propagation_are_linear(tmp_path):
     graph = lrpaudit.load_model(paths[4]).graph({"x": (1, 2, 3, 3)})
     ops = {node.op for node in graph.nodes}
     # x * sigmoid(x) is fused into silu (passes/activations.py), the erf pattern into gelu
-    assert {"conv", "gelu", "silu", "add", "linear", "softmax"} <= ops and not {"affine", "add_const"} & ops, (
-        ops
-    )
+    assert {"conv", "gelu", "silu", "add", "linear", "softmax"} <= ops and not {
+        "affine",
+        "add_const",
+    } & ops, ops
     counted_lines(_audit(paths[1]))  # imports and first-call caches are not the graph's work
     assert_linear({k: counted_lines(_audit(paths[k])) for k in (4, 8, 12)})
 
