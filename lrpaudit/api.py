@@ -24,7 +24,7 @@ import torch
 
 from .config import Config, load_config
 from .errors import ConfigError, InputError
-from .fidelity import FidelityResult, check_fidelity
+from .fidelity import FIDELITY_MODES, FidelityCoverage, FidelityResult, check_fidelity, compares_batch
 from .forward import cast_params, embed_inputs, token_relevance
 from .frontends import load_model
 from .inputs import Batch, Pending, first_shapes, peek_shapes, plan_arrays, plan_files, plan_random
@@ -58,7 +58,9 @@ class AuditRequest:
     ``trust_code`` loads a TorchScript archive even when its code defines ``__setstate__`` or calls ops with
     side effects (``--trust-code``).
     ``shard`` audits only that shard's batches; whether it checked anything is then decided when the shards are
-    merged.
+    merged. ``fidelity`` says which batches the forward check compares with the model's runtime: ``sample`` (the
+    first batch, the first of each other batch size, and a seeded one in 8 of the rest, seeded by ``seed``),
+    ``all`` or ``off`` (:func:`lrpaudit.fidelity.compares_batch`); the result records what was compared.
     """
 
     model: str | Path | object
@@ -77,7 +79,7 @@ class AuditRequest:
     explain: str | None = None
     tolerance: Tolerance | None = None
     device: str = "cpu"
-    check_forward: bool = True
+    fidelity: str = "sample"  # which batches the forward check compares: sample | all | off
     verify: bool = False
     keep_relevance: bool = False
     allow_empty: bool = False
@@ -173,6 +175,8 @@ def run_audit(request: AuditRequest) -> AuditResult:
     runs and a note names them).
     """
     check_device(request.device)
+    if request.fidelity not in FIDELITY_MODES:
+        raise InputError(f"fidelity {request.fidelity!r}: expected one of {', '.join(FIDELITY_MODES)}")
     config = resolve_config(request)
     model, input_shapes = open_model(request)
     if request.keep_relevance:
@@ -185,6 +189,8 @@ def run_audit(request: AuditRequest) -> AuditResult:
     target = None if target in ("predicted", "pred") else target
     accumulator = AuditAccumulator()
     fidelity: FidelityResult | None = None
+    compared = FidelityCoverage(request.fidelity, request.seed)
+    sizes: set[int] = set()  # the batch sizes planned so far: the first batch of each size is compared
     graph_notes: list[str] = []
     warnings: list[str] = []
     checks: list[RuleCheck] | None = None
@@ -194,6 +200,8 @@ def run_audit(request: AuditRequest) -> AuditResult:
     total = 0
     for number, pending in enumerate(_plan(model, request, input_shapes)):
         total += pending.size
+        new_size = pending.size not in sizes
+        sizes.add(pending.size)
         if request.shard is not None and not request.shard.owns(number):
             continue
         batch = pending.read()
@@ -212,8 +220,9 @@ def run_audit(request: AuditRequest) -> AuditResult:
         try:
             # the prologue: token ids -> their embeddings, the inputs of the IR (ir.TokenInput)
             feeds = embed_inputs(step.graph, raw, torch_dtype, batch.first_index)
-            if request.check_forward:
+            if compares_batch(request.fidelity, request.seed, number, new_size):
                 fidelity = worse_fidelity(fidelity, check_fidelity(model, model.graph(shapes), _feeds(batch)))
+                compared = compared.with_batch(number, batch.size)
             rules = step.assignment.rules
             result = propagate(
                 step.graph, feeds, rules, config.init, target, torch_dtype, request.device, params=step.params
@@ -246,6 +255,7 @@ def run_audit(request: AuditRequest) -> AuditResult:
         layers=layers,
         samples=samples,
         fidelity=fidelity,
+        fidelity_compared=compared,
         notes=tuple(graph_notes + sample_notes(samples, bool(layers))),
         rule_checks=tuple(checks) if checks is not None else None,
         relevance={k: np.concatenate(v) for k, v in saved.items()} if request.keep_relevance else None,

@@ -127,3 +127,48 @@ def check_fidelity(
             f"> tolerance {rtol:g}; refusing to audit a different function"
         )
     return result
+
+
+# ---------------------------------------------------------------- which batches are compared
+
+# ``sample`` (the default): the first batch, the first batch of every other batch size (a graph is built per input
+# shape, so each graph is proven), and a seeded one in SAMPLE_ONE_IN of the other batches; ``all``: every batch;
+# ``off``: none (the report says so).
+FIDELITY_MODES = ("sample", "all", "off")
+SAMPLE_ONE_IN = 8
+_STREAM = 0xF1DE  # keeps the fidelity draws apart from the seeded input draws (inputs.sample_generator)
+
+
+def compares_batch(mode: str, seed: int, number: int, new_size: bool) -> bool:
+    """Whether batch ``number`` (from 0, in the audit's order) is compared with the runtime.
+
+    A function of (mode, seed, batch number, whether its size is new) alone, so that each shard of a sharded audit
+    compares exactly the batches the unsharded audit compares.
+    """
+    if mode == "off":
+        return False
+    if mode == "all" or number == 0 or new_size:
+        return True
+    return int(np.random.default_rng([seed, number, _STREAM]).integers(SAMPLE_ONE_IN)) == 0
+
+
+@dataclass(frozen=True)
+class FidelityCoverage:
+    """What the forward check compared: its mode and seed, the batches (numbered from 0 in the audit's order)
+    and the number of samples they hold."""
+
+    mode: str
+    seed: int
+    batches: tuple[int, ...] = ()
+    samples: int = 0
+
+    def with_batch(self, number: int, size: int) -> FidelityCoverage:
+        return FidelityCoverage(self.mode, self.seed, (*self.batches, number), self.samples + size)
+
+    def merged(self, other: FidelityCoverage) -> FidelityCoverage:
+        """The coverage of two shards of one audit together (disjoint batches)."""
+        batches = tuple(sorted({*self.batches, *other.batches}))
+        return FidelityCoverage(self.mode, self.seed, batches, self.samples + other.samples)
+
+    def as_dict(self) -> dict:
+        return {"mode": self.mode, "seed": self.seed, "batches": list(self.batches), "samples": self.samples}

@@ -77,8 +77,10 @@ class TokenInput:
 class Node:
     """One IR operation.
 
-    ``inputs`` are activation value names only; constants are in ``params`` (torch tensors, float64 master copies
-    for floating point). ``origin`` records where the node came from (frontend, source op types and names, opset).
+    ``inputs`` are activation value names only; constants are in ``params`` (torch tensors, never written to:
+    floating point in the file's own precision where no pass changed them, float64 where lrpaudit computed them,
+    e.g. a folded BatchNorm). ``origin`` records where the node came from (frontend, source op types and names,
+    opset).
     """
 
     id: str

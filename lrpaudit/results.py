@@ -147,6 +147,9 @@ class AuditResult:
     elapsed_s: float | None = None  # wall-clock seconds of the audit (load excluded); JUnit/JSON timings
     warnings: tuple[str, ...] = ()
     shard: ShardRecord | None = None  # set on the result of one shard of a sharded audit
+    fidelity_compared: object | None = (
+        None  # a fidelity.FidelityCoverage: which batches the forward check compared
+    )
 
     @property
     def bound(self) -> float:

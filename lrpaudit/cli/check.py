@@ -59,6 +59,14 @@ def _target(value: str | None):
     "--baseline", type=click.Path(path_type=Path), help="Fail only on regressions against this report."
 )
 @click.option(
+    "--fidelity",
+    type=click.Choice(["sample", "all", "off"]),
+    default="sample",
+    show_default=True,
+    help="Batches whose IR forward is compared with the model's runtime: the first, the first of each other "
+    "batch size and a seeded 1 in 8 of the rest (sample), every batch (all), or none (off; the report says so).",
+)
+@click.option(
     "--verify-rules", is_flag=True, help="Recompute every rule with dense matrices and report deviations."
 )
 @click.option(
@@ -74,8 +82,8 @@ def _target(value: str | None):
 @click.option("-q", "--quiet", is_flag=True, help="Only the one-line verdict on stderr.")
 @guarded
 def check(models, config_path, preset, inputs, random_n, seed, input_shapes, batch_size, shard, dtype, device,
-          target, gate, json_report, junit_xml, markdown, fmt, save_relevance, baseline, verify_rules, exit_zero,
-          allow_empty, trust_code, verbose, quiet):  # fmt: skip
+          target, gate, json_report, junit_xml, markdown, fmt, save_relevance, baseline, fidelity, verify_rules,
+          exit_zero, allow_empty, trust_code, verbose, quiet):  # fmt: skip
     """Audit LRP conservation of each MODEL; exit 0 pass, 1 fail, 2 bad input, 3 internal error."""
     one_config(config_path, preset)  # usage errors first: they answer without loading torch
     if inputs is not None and random_n:
@@ -102,6 +110,7 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
         target=_target(target),
         gate=gate,
         device=device,
+        fidelity=fidelity,
         verify=verify_rules,
         keep_relevance=save_relevance is not None,
         allow_empty=allow_empty,

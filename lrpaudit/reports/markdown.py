@@ -73,8 +73,10 @@ def _fidelity(result) -> str:
     if fid is None:
         return "forward fidelity not checked"
     state = "ok" if fid.passed else "**FAILED**"
+    compared = result.fidelity_compared
+    on = "" if compared is None else f" on {compared.samples} of {len(result.samples)} samples"
     return (
-        f"forward fidelity vs {fid.reference} ({fid.dtype}): max abs diff {fmt(fid.max_abs_diff)}, "
+        f"forward fidelity vs {fid.reference} ({fid.dtype}){on}: max abs diff {fmt(fid.max_abs_diff)}, "
         f"max rel diff {fmt(fid.max_rel_diff)} (tolerance {fmt(fid.tolerance)}): {state}"
     )
 
