@@ -25,7 +25,7 @@ import torch
 from .config import Config, load_config
 from .errors import ConfigError, InputError
 from .fidelity import FIDELITY_MODES, FidelityCoverage, FidelityResult, check_fidelity, compares_batch
-from .forward import cast_params, embed_inputs, token_relevance
+from .forward import cast_params, embed_inputs, run_forward, token_relevance
 from .frontends import load_model
 from .inputs import Batch, Pending, first_shapes, peek_shapes, plan_arrays, plan_files, plan_random
 from .inputs.limits import check_batch_memory
@@ -154,7 +154,9 @@ def prepare(model, config: Config, rules: RuleChoice | None, request: AuditReque
     """The graph for one input shape with its rules, tolerance and params (once per shape)."""
     graph = model.graph(shapes)
     if config.explain == "logits":
-        graph = strip_output_softmax(graph)
+        stripped = strip_output_softmax(graph)
+        # nothing stripped: the model's own graph, so that the forward check can share the audit's forward
+        graph = stripped if stripped.outputs != graph.outputs else graph
     if not graph.nodes and not request.allow_empty:
         raise InputError(
             f"{model.path}: nothing to audit: the graph has no layers (its output is its input); "
@@ -220,12 +222,24 @@ def run_audit(request: AuditRequest) -> AuditResult:
         try:
             # the prologue: token ids -> their embeddings, the inputs of the IR (ir.TokenInput)
             feeds = embed_inputs(step.graph, raw, torch_dtype, batch.first_index)
+            values = None  # the activations, when the forward check already computed them
             if compares_batch(request.fidelity, request.seed, number, new_size):
-                fidelity = worse_fidelity(fidelity, check_fidelity(model, model.graph(shapes), _feeds(batch)))
+                found, values = checked_forward(
+                    model, step, shapes, batch, feeds, torch_dtype, request.device
+                )
+                fidelity = worse_fidelity(fidelity, found)
                 compared = compared.with_batch(number, batch.size)
             rules = step.assignment.rules
             result = propagate(
-                step.graph, feeds, rules, config.init, target, torch_dtype, request.device, params=step.params
+                step.graph,
+                feeds,
+                rules,
+                config.init,
+                target,
+                torch_dtype,
+                request.device,
+                values=values,
+                params=step.params,
             )
         except InputError as exc:  # e.g. a target out of range: name the model it does not fit
             raise InputError(f"{model.path}: {exc}") from exc
@@ -264,6 +278,19 @@ def run_audit(request: AuditRequest) -> AuditResult:
         warnings=tuple(warnings),
         shard=_shard_record(request, total),
     )
+
+
+def checked_forward(model, step: Prepared, shapes, batch: Batch, feeds, dtype, device):
+    """The forward check of one batch: (its FidelityResult, the activations it computed or None).
+
+    The check runs the model's graph in float32. A float32 audit of that same graph (no softmax stripped) runs
+    the very same forward, so its activations are computed once, checked, and handed to the propagation.
+    """
+    reference = model.graph(shapes)
+    values = None
+    if step.graph is reference and dtype == torch.float32:
+        values = run_forward(step.graph, feeds, dtype, device, step.params)
+    return check_fidelity(model, reference, _feeds(batch), values=values), values
 
 
 def _shard_record(request: AuditRequest, total: int) -> ShardRecord | None:

@@ -76,10 +76,13 @@ def check_fidelity(
     rtol: float | None = None,
     intermediates: bool = False,
     raise_on_failure: bool = True,
+    values: dict[str, torch.Tensor] | None = None,
 ) -> FidelityResult:
     """Run the IR forward and the model's own runtime on the same inputs and compare.
 
     ``feeds`` are the model's inputs (token ids as ids: the IR gets their embeddings, ``forward.embed_inputs``).
+    ``values``: the IR forward of ``graph`` on these feeds in ``dtype``, if the caller already ran it (the audit's
+    own forward); else it is run here.
 
     Final outputs are always compared; with ``intermediates`` every IR value that is also a tensor of the source
     model is compared too, and the first one beyond tolerance (in graph order) is named.
@@ -87,7 +90,8 @@ def check_fidelity(
     rtol = DEFAULT_RTOL[dtype] if rtol is None else rtol
     torch_dtype = torch.float32 if dtype == "float32" else torch.float64
     tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()}
-    values = run_forward(graph, embed_inputs(graph, tensors, torch_dtype), dtype=torch_dtype)
+    if values is None:
+        values = run_forward(graph, embed_inputs(graph, tensors, torch_dtype), dtype=torch_dtype)
     output_names = graph.source.get("output_names", graph.outputs)
     tensor_names: list[tuple[str, str, str]] = []  # (ir value, source name, node id)
     if intermediates:

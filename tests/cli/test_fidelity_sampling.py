@@ -15,10 +15,12 @@ import pytest
 
 import lrpaudit
 from lrpaudit.errors import InputError
+from lrpaudit.fidelity import check_fidelity
 from lrpaudit.frontends import load_model
 from lrpaudit.inputs.sharding import Shard
 from lrpaudit.reports.json_report import build_report
 from lrpaudit.reports.schema_check import validate_report
+from lrpaudit.rules import Rule
 from tests.helpers.cli import run_cli
 from tests.helpers.paths import SAMPLES
 
@@ -114,3 +116,19 @@ def test_the_json_report_records_what_was_compared(tmp_path, mode):
     expected = {"all": ([0, 1, 2], 5, True), "off": ([], 0, False)}[mode]
     assert (record["batches"], record["samples"], record["checked"]) == expected
     assert record["mode"] == mode and record["seed"] == 3
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_check_on_the_audits_own_forward_finds_what_a_separate_check_finds(dtype):
+    """A float32 audit hands its forward to the check (computed once); the figures are those of the check run on
+    its own, batch by batch."""
+    x = marked_inputs(6)
+    result = lrpaudit.audit(MLP, Rule("epsilon"), {"input": x}, batch_size=4, dtype=dtype, fidelity="all")
+    model = load_model(MLP)
+    alone = [check_fidelity(model, model.graph({"input": p.shape}), {"input": p}) for p in (x[:4], x[4:])]
+    worst = max(alone, key=lambda f: (f.max_rel_diff, f.max_abs_diff))
+    assert (result.fidelity.max_abs_diff, result.fidelity.max_rel_diff) == (
+        worst.max_abs_diff,
+        worst.max_rel_diff,
+    )
+    assert result.fidelity.max_abs_diff > 0  # onnxruntime and torch round differently: a real comparison
