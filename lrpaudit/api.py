@@ -24,8 +24,15 @@ import torch
 
 from .config import Config, load_config
 from .errors import ConfigError, InputError
-from .fidelity import FIDELITY_MODES, FidelityCoverage, FidelityResult, check_fidelity, compares_batch
-from .forward import cast_params, embed_inputs, run_forward, token_relevance
+from .fidelity import (
+    FIDELITY_MODES,
+    FidelityCoverage,
+    FidelityResult,
+    check_batch,
+    compares_batch,
+    worse_fidelity,
+)
+from .forward import cast_params, embed_inputs, token_relevance
 from .frontends import load_model
 from .inputs import Batch, Pending, first_shapes, peek_shapes, plan_arrays, plan_files, plan_random
 from .inputs.limits import check_batch_memory
@@ -34,7 +41,7 @@ from .inputs.sharding import Shard
 from .ir import Graph
 from .passes import strip_output_softmax
 from .propagate import propagate
-from .results import AuditAccumulator, AuditResult, ShardRecord, finalize
+from .results import AuditAccumulator, AuditResult, ShardRecord, check_not_vacuous, finalize, sample_notes
 from .rules.assign import Assignment, RuleChoice, assign
 from .verdicts import Tolerance
 from .verify import RuleCheck, verify_rules
@@ -82,6 +89,9 @@ class AuditRequest:
     fidelity: str = "sample"  # which batches the forward check compares: sample | all | off
     verify: bool = False
     keep_relevance: bool = False
+    keep_inputs: bool = False  # keep the input arrays too (heatmap overlays)
+    layer_rtol: float | None = None
+    end_to_end_rtol: float | None = None
     allow_empty: bool = False
     trust_code: bool = False  # load a TorchScript archive whose code fails the check (README: Security)
     shard: Shard | None = None
@@ -128,7 +138,12 @@ def resolve_config(request: AuditRequest) -> Config:
         config = load_config(request.config, None if request.config is not None else preset)
     # the target is not a config override: an explicit index is checked against the model's output instead
     return config.with_overrides(
-        dtype=request.dtype, gate=request.gate, init=request.init, explain=request.explain
+        dtype=request.dtype,
+        gate=request.gate,
+        init=request.init,
+        explain=request.explain,
+        layer_rtol=request.layer_rtol,
+        end_to_end_rtol=request.end_to_end_rtol,
     )
 
 
@@ -194,9 +209,11 @@ def run_audit(request: AuditRequest) -> AuditResult:
     compared = FidelityCoverage(request.fidelity, request.seed)
     sizes: set[int] = set()  # the batch sizes planned so far: the first batch of each size is compared
     graph_notes: list[str] = []
+    token_names: set[str] = set()
     warnings: list[str] = []
     checks: list[RuleCheck] | None = None
     saved: dict[str, list[np.ndarray]] = {}
+    kept: dict[str, list[np.ndarray]] = {}
     prepared: dict[tuple, Prepared] = {}
     tolerance = request.tolerance or config.tolerance(Graph([], [], []))
     total = 0
@@ -224,8 +241,8 @@ def run_audit(request: AuditRequest) -> AuditResult:
             feeds = embed_inputs(step.graph, raw, torch_dtype, batch.first_index)
             values = None  # the activations, when the forward check already computed them
             if compares_batch(request.fidelity, request.seed, number, new_size):
-                found, values = checked_forward(
-                    model, step, shapes, batch, feeds, torch_dtype, request.device
+                found, values = check_batch(
+                    model, shapes, step, _feeds(batch), feeds, torch_dtype, request.device
                 )
                 fidelity = worse_fidelity(fidelity, found)
                 compared = compared.with_batch(number, batch.size)
@@ -245,6 +262,7 @@ def run_audit(request: AuditRequest) -> AuditResult:
             raise InputError(f"{model.path}: {exc}") from exc
         result.input_relevance = token_relevance(step.graph, result.input_relevance)
         graph_notes = result.notes + _token_notes(step.graph)
+        token_names.update(token.name for token in step.graph.token_inputs)
         accumulator.add_records(result.records, step.assignment.sources)
         accumulator.add_samples(result, batch.sources, batch.first_index)
         if request.keep_relevance:
@@ -252,6 +270,9 @@ def run_audit(request: AuditRequest) -> AuditResult:
                 saved.setdefault(name, []).append(tensor.detach().cpu().numpy())
             saved.setdefault("targets", []).append(result.targets.cpu().numpy())
             saved.setdefault("output_relevance", []).append(result.output_relevance.detach().cpu().numpy())
+        if request.keep_inputs:
+            for name, array in batch.arrays.items():
+                kept.setdefault(name, []).append(np.asarray(array))
         if request.verify and checks is None:
             checks = verify_rules(step.graph, feeds, rules, config.init, target, torch_dtype)
         if request.on_batch:
@@ -273,24 +294,13 @@ def run_audit(request: AuditRequest) -> AuditResult:
         notes=tuple(graph_notes + sample_notes(samples, bool(layers))),
         rule_checks=tuple(checks) if checks is not None else None,
         relevance={k: np.concatenate(v) for k, v in saved.items()} if request.keep_relevance else None,
+        inputs={k: np.concatenate(v) for k, v in kept.items()} if request.keep_inputs else None,
+        token_inputs=tuple(sorted(token_names)),
         config=_config_record(config, request),
         elapsed_s=time.perf_counter() - started,
         warnings=tuple(warnings),
         shard=_shard_record(request, total),
     )
-
-
-def checked_forward(model, step: Prepared, shapes, batch: Batch, feeds, dtype, device):
-    """The forward check of one batch: (its FidelityResult, the activations it computed or None).
-
-    The check runs the model's graph in float32. A float32 audit of that same graph (no softmax stripped) runs
-    the very same forward, so its activations are computed once, checked, and handed to the propagation.
-    """
-    reference = model.graph(shapes)
-    values = None
-    if step.graph is reference and dtype == torch.float32:
-        values = run_forward(step.graph, feeds, dtype, device, step.params)
-    return check_fidelity(model, reference, _feeds(batch), values=values), values
 
 
 def _shard_record(request: AuditRequest, total: int) -> ShardRecord | None:
@@ -396,66 +406,9 @@ def _inputs_text(inputs) -> str:
     return str(inputs) if isinstance(inputs, (str, Path)) else ""
 
 
-def sample_notes(samples, has_layers: bool) -> list[str]:
-    """The notes a run's samples call for: none at all, some with nothing to explain, a graph with no layers.
-
-    A pure function of the samples, so that merged shards (:mod:`lrpaudit.merge`) recompute exactly these notes.
-    """
-    if not samples:
-        return ["the audit checked nothing: no samples"]
-    notes = []
-    empty = [sample.index for sample in samples if sample.nothing_to_explain]
-    if empty:
-        shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
-        notes.append(
-            f"{len(empty)} of {len(samples)} samples have nothing to explain (the explained output is exactly "
-            f"0): their checks are vacuous (samples {shown})"
-        )
-    if not has_layers:
-        notes.append("the audit checked nothing: the graph has no layers (its output is its input)")
-    return notes
-
-
-def check_not_vacuous(model_path: str, samples, inputs: str, allow_empty: bool) -> None:
-    """An InputError if the audit checked nothing (no samples, or none with anything to explain), unless
-    ``allow_empty``.
-
-    Decision: a sample whose output relevance is exactly zero (``init: logit`` and a target logit of exactly 0)
-    has nothing to explain. It is never divided by zero: its ``rel_error`` is the absolute leak (so relevance
-    created from nothing still fails), it is flagged ``nothing_to_explain`` in the JSON report, and a note lists
-    it (:func:`sample_notes`). If no sample has anything to explain, the audit checked nothing.
-    """
-    if allow_empty:
-        return
-    where = f" {inputs}" if inputs else ""
-    if not samples:
-        raise InputError(
-            f"{model_path}: the audit checked nothing: the inputs{where} hold no samples; "
-            "pass --allow-empty to accept an empty audit"
-        )
-    if all(sample.nothing_to_explain for sample in samples):
-        raise InputError(
-            f"{model_path}: the audit checked nothing: the explained output is exactly 0 for all {len(samples)} "
-            "samples (no relevance to explain); use init: one or another --target, or pass --allow-empty"
-        )
-
-
 def _shapes(batch: Batch) -> dict[str, tuple[int, ...]]:
     return {name: tuple(a.shape) for name, a in batch.arrays.items()}
 
 
 def _feeds(batch: Batch) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(a) for name, a in batch.arrays.items()}
-
-
-def worse_fidelity(old: FidelityResult | None, new: FidelityResult | None) -> FidelityResult | None:
-    """The fidelity result with the larger deviation (the one reports show).
-
-    Ordered by (max_rel_diff, max_abs_diff), ties to ``new``: an order-free choice, so the shards of an audit,
-    merged in any order, show the result the unsharded audit shows.
-    """
-    if new is None:
-        return old
-    if old is None:
-        return new
-    return new if (new.max_rel_diff, new.max_abs_diff) >= (old.max_rel_diff, old.max_abs_diff) else old

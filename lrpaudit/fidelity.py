@@ -133,6 +133,34 @@ def check_fidelity(
     return result
 
 
+def check_batch(model, shapes, audited, feeds_np, feeds, dtype, device):
+    """The forward check of one audited batch: (its FidelityResult, the activations it computed or None).
+
+    The check runs the model's graph for these shapes in float32. ``audited`` (``.graph``, ``.params``: what the
+    audit runs) on that same graph in float32 (no softmax stripped) runs the very same forward, so its
+    activations are computed once (``feeds``: the IR's inputs, on the audit's params and device), checked, and
+    handed to the propagation. ``feeds_np``: the model's own inputs, for its runtime.
+    """
+    reference = model.graph(shapes)
+    values = None
+    if audited.graph is reference and dtype == torch.float32:
+        values = run_forward(reference, feeds, dtype, device, audited.params)
+    return check_fidelity(model, reference, feeds_np, values=values), values
+
+
+def worse_fidelity(old: FidelityResult | None, new: FidelityResult | None) -> FidelityResult | None:
+    """The fidelity result with the larger deviation (the one reports show).
+
+    Ordered by (max_rel_diff, max_abs_diff), ties to ``new``: an order-free choice, so the shards of an audit,
+    merged in any order, show the result the unsharded audit shows.
+    """
+    if new is None:
+        return old
+    if old is None:
+        return new
+    return new if (new.max_rel_diff, new.max_abs_diff) >= (old.max_rel_diff, old.max_abs_diff) else old
+
+
 # ---------------------------------------------------------------- which batches are compared
 
 # ``sample`` (the default): the first batch, the first batch of every other batch size (a graph is built per input

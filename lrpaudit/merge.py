@@ -6,8 +6,8 @@ every verdict, aggregate (worst sample, failing samples, passing tolerance) and 
 unsharded audit. The rest is combined as the unsharded audit computes it:
 
 - notes: the graph's notes of the shard that holds the last batch (an audit reports its last batch's), then the
-  notes on the samples (:func:`lrpaudit.api.sample_notes`) recomputed over all samples;
-- forward fidelity: the largest deviation of any shard (:func:`lrpaudit.api.worse_fidelity`, order-free);
+  notes on the samples (:func:`lrpaudit.results.sample_notes`) recomputed over all samples;
+- forward fidelity: the largest deviation of any shard (:func:`lrpaudit.fidelity.worse_fidelity`, order-free);
 - ``--verify-rules`` checks: shard 1's, which holds the first batch, where an audit runs them;
 - an audit that checks nothing (no samples, or none with anything to explain) is refused here unless the shards
   were run with ``--allow-empty``: one shard alone cannot tell;
@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._version import __version__
-from .api import check_not_vacuous, sample_notes, worse_fidelity
 from .errors import InputError
+from .fidelity import worse_fidelity
 from .fragments import result_from_run
 from .reports.json_report import read_report
-from .results import AuditResult, finalize
+from .results import AuditResult, check_not_vacuous, finalize, sample_notes
 from .verdicts import Tolerance
 
 ENVIRONMENT_KEYS = ("torch", "onnx", "onnxruntime")

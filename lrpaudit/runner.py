@@ -66,8 +66,9 @@ class Executor(Protocol):
     def run(self, tasks: Sequence[Task], done: Callable[[Outcome], None]) -> None: ...
 
 
-def request_for(run):
-    """The audit request of one manifest run (``config.manifest.Run``)."""
+def request_for(run, keep: bool = False):
+    """The audit request of one manifest run (``config.manifest.Run``); ``keep``: keep the relevance maps and the
+    inputs (``batch --html`` shows the worst samples' heatmaps)."""
     from .api import AuditRequest
 
     model, config = run.model, run.config
@@ -81,14 +82,16 @@ def request_for(run):
         input_shapes=parse_shape(model.input_shape),
         batch_size=model.batch_size,
         trust_code=model.trust_code,
+        keep_relevance=keep,
+        keep_inputs=keep,
     )
 
 
-def tasks_for(manifest) -> list[Task]:
+def tasks_for(manifest, keep: bool = False) -> list[Task]:
     """The manifest's runs as tasks: one per run, or one per shard of a model with ``shards: N``."""
     tasks: list[Task] = []
     for run in manifest.runs:
-        request = request_for(run)
+        request = request_for(run, keep and run.model.shards == 1)  # shards' maps are not merged
         count = run.model.shards
         shards = [None] if count == 1 else [Shard(i, count) for i in range(1, count + 1)]
         for shard in shards:
@@ -218,12 +221,14 @@ class _Runs:
             return Outcome(run, seconds, error=str(exc), exit_code=exc.exit_code)
 
 
-def run_all(manifest, jobs: int, report, executor: Executor | None = None) -> list[Outcome]:
+def run_all(
+    manifest, jobs: int, report, executor: Executor | None = None, keep: bool = False
+) -> list[Outcome]:
     """Every run of the manifest, in manifest order; ``report(outcome)`` is called as each run finishes.
 
-    ``executor`` defaults to a :class:`LocalExecutor` with ``jobs`` processes.
+    ``executor`` defaults to a :class:`LocalExecutor` with ``jobs`` processes; ``keep`` keeps relevance maps.
     """
-    tasks = tasks_for(manifest)
+    tasks = tasks_for(manifest, keep)
     runs = _Runs(manifest, tasks, report)
     (executor or LocalExecutor(jobs)).run(tasks, runs.add)
     return runs.outcomes

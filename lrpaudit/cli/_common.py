@@ -224,10 +224,11 @@ def one_config(config_path, preset) -> None:
 
 
 class Progress:
-    """Progress on stderr: a rich bar on a terminal, one plain line per batch otherwise (CI logs)."""
+    """Progress on stderr: a rich bar on a terminal; otherwise one plain line per step (CI logs), unless ``lines``
+    is off (``batch`` prints its own line per run)."""
 
-    def __init__(self, label: str, total: int | None, quiet: bool) -> None:
-        self.label, self.total, self.quiet = label, total, quiet
+    def __init__(self, label: str, total: int | None, quiet: bool, unit: str = "samples", lines: bool = True):
+        self.label, self.total, self.quiet, self.unit, self.lines = label, total, quiet, unit, lines
         self.bar = None
         if sys.stderr.isatty() and not quiet:
             from rich.console import Console
@@ -243,9 +244,16 @@ class Progress:
     def __call__(self, done: int, size: int) -> None:
         if self.bar is not None:
             self.bar.update(self.task, completed=done)
-        elif not self.quiet:
+        elif not self.quiet and self.lines:
             of = f"/{self.total}" if self.total else ""
-            err(f"lrpaudit: {self.label}: {done}{of} samples")
+            err(f"lrpaudit: {self.label}: {done}{of} {self.unit}")
+
+    def log(self, line: str) -> None:
+        """One stderr line; above the bar while a bar is drawn."""
+        if self.bar is not None:
+            self.bar.console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+        else:
+            err(line)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -256,7 +264,7 @@ def render_results(results, report: dict, fmt: str, quiet: bool, verbose: bool) 
     """stdout: the JSON report (``--format json``), else each run's tables and notes (nothing with ``-q``);
     stderr: each run's one-line verdict."""
     from ..reports.json_report import to_json_text
-    from ..reports.table import render_checks, render_layers, render_samples, summary_line
+    from ..reports.table import render_checks, render_layers, render_notes, render_samples, summary_line
 
     if fmt == "json":
         click.echo(to_json_text(report))
@@ -267,8 +275,7 @@ def render_results(results, report: dict, fmt: str, quiet: bool, verbose: bool) 
             if verbose:
                 render_samples(result, console)
             render_checks(result, console)
-            for note in result.notes:
-                console.print(f"note: {note}", highlight=False)
+            render_notes(result, console)
     for result in results:
         err(summary_line(result))
 
@@ -278,3 +285,21 @@ def stdout_console(verbose: bool = False):
     from rich.console import Console
 
     return Console(width=None if sys.stdout.isatty() else (230 if verbose else 100))
+
+
+def load_baseline_flag(baseline):
+    """``--baseline``: the report, read and checked before any audit (a bad one is a usage error), or None."""
+    if baseline is None:
+        return None
+    from ..reports.baseline import load_baseline
+
+    return load_baseline(baseline)
+
+
+def verdict_of(results, regressions) -> bool:
+    """Whether the command failed: a run failed, or with ``--baseline`` a regression (printed on stderr)."""
+    if regressions is None:
+        return any(result.verdict != "pass" for result in results)
+    for line in regressions.describe():
+        err(f"lrpaudit: baseline: {line}")
+    return regressions.failed

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from ..errors import LrpauditError
-from ._common import EXIT_FAIL, EXIT_OK, err, guarded, stdout_console
+from ._common import EXIT_FAIL, EXIT_OK, Progress, err, guarded, stdout_console
 
 
 class BatchError(LrpauditError):
@@ -54,13 +54,16 @@ class BatchError(LrpauditError):
 )
 @click.option("--junit-xml", type=click.Path(path_type=Path), help="Write JUnit XML here.")
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown summary here.")
+@click.option("--html", type=click.Path(path_type=Path), help="Write a self-contained HTML report here.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option(
     "--exit-zero", is_flag=True, help="Exit 0 even when conservation fails (errors still exit 2/3)."
 )
 @click.option("-q", "--quiet", is_flag=True, help="Only the one-line verdict (and errors) on stderr.")
 @guarded
-def batch(manifest_path, jobs, executor, scheduler, json_report, junit_xml, markdown, fmt, exit_zero, quiet):
+def batch(
+    manifest_path, jobs, executor, scheduler, json_report, junit_xml, markdown, html, fmt, exit_zero, quiet
+):
     """Audit every model x config of a manifest; exit 0 pass, 1 a run fails, 2 bad manifest/model/input, 3 bug."""
     if scheduler is not None and executor != "dask":  # answers without loading torch
         raise click.UsageError("--scheduler needs --executor dask")
@@ -72,7 +75,7 @@ def batch(manifest_path, jobs, executor, scheduler, json_report, junit_xml, mark
 
     started = time.perf_counter()
     manifest = load_manifest(manifest_path)
-    targets = ReportTargets(json_report, junit_xml, markdown)
+    targets = ReportTargets(json_report, junit_xml, markdown, html=html)
     reads = [manifest_path, *(m.path for m in manifest.models), *(m.inputs for m in manifest.models)]
     targets.check(reads=[*reads, *(c.path for c in manifest.configs)])
     if executor == "dask":
@@ -89,11 +92,19 @@ def batch(manifest_path, jobs, executor, scheduler, json_report, junit_xml, mark
         shards = f" ({tasks} tasks: runs x sample shards)" if tasks != total else ""
         err(f"lrpaudit: {manifest.path}: {total} runs{shards}{runner.describe(tasks)}")
 
-    def report(outcome) -> None:
-        if outcome.error is not None or not quiet:
-            err(run_line(manifest.runs[outcome.index], outcome, total))
+    progress = Progress(str(manifest.path), total, quiet, unit="runs", lines=False)
+    finished = []
 
-    outcomes = run_all(manifest, jobs or 1, report, runner)
+    def report(outcome) -> None:
+        finished.append(outcome.index)
+        if outcome.error is not None or not quiet:
+            progress.log(run_line(manifest.runs[outcome.index], outcome, total))
+        progress(len(finished), 1)
+
+    try:
+        outcomes = run_all(manifest, jobs or 1, report, runner, keep=html is not None)
+    finally:
+        progress.close()
     errors = [outcome for outcome in outcomes if outcome.error is not None]
     if errors:
         names = ", ".join(f"[{o.index + 1}] {manifest.runs[o.index].label}" for o in errors)

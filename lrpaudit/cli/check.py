@@ -15,11 +15,14 @@ from ._common import (
     err,
     guarded,
     input_shape_option,
+    load_baseline_flag,
     one_config,
+    render_results,
     shard_option,
-    stdout_console,
     trust_code_option,
+    verdict_of,
 )
+from ._settings import merged
 
 
 def _target(value: str | None):
@@ -49,6 +52,12 @@ def _target(value: str | None):
 @click.option("--json-report", type=click.Path(path_type=Path), help="Write the JSON report here.")
 @click.option("--junit-xml", type=click.Path(path_type=Path), help="Write JUnit XML here.")
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown summary here.")
+@click.option("--html", type=click.Path(path_type=Path), help="Write a self-contained HTML report here.")
+@click.option(
+    "--heatmaps",
+    type=click.Path(path_type=Path),
+    help="Write one PNG heatmap per sample and image input into this folder (and an overlay on the input).",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option(
     "--save-relevance",
@@ -80,23 +89,54 @@ def _target(value: str | None):
 @trust_code_option
 @click.option("-v", "--verbose", is_flag=True, help="Wide table with every accounting column.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the one-line verdict on stderr.")
+@click.option("--isolated", is_flag=True, help="Ignore lrpaudit.yaml and [tool.lrpaudit] in pyproject.toml.")
 @guarded
-def check(models, config_path, preset, inputs, random_n, seed, input_shapes, batch_size, shard, dtype, device,
-          target, gate, json_report, junit_xml, markdown, fmt, save_relevance, baseline, fidelity, verify_rules,
-          exit_zero, allow_empty, trust_code, verbose, quiet):  # fmt: skip
-    """Audit LRP conservation of each MODEL; exit 0 pass, 1 fail, 2 bad input, 3 internal error."""
-    one_config(config_path, preset)  # usage errors first: they answer without loading torch
-    if inputs is not None and random_n:
+def check(models, **flags):
+    """Audit LRP conservation of each MODEL; exit 0 pass, 1 fail, 2 bad input, 3 internal error.
+
+    Settings not given as flags come from lrpaudit.yaml or [tool.lrpaudit] in pyproject.toml (the nearest, from
+    the current folder up); with no inputs anywhere, a small seeded random sample set is audited.
+    """
+    one_config(flags["config_path"], flags["preset"])  # usage errors first: they answer without loading torch
+    if flags["inputs"] is not None and flags["random_n"]:
         raise click.UsageError("give either --inputs or --random, not both")
-    if shard is not None and baseline is not None:
+    if flags["shard"] is not None and flags["baseline"] is not None:
         raise click.UsageError(
             "--baseline compares a whole audit: give it to `lrpaudit merge` with the shards"
         )
-    from ..api import AuditRequest
-    from ..reports.emit import ReportTargets, write_reports
-    from ..reports.json_report import build_report, to_json_text
-    from ..reports.table import render_checks, render_layers, render_notes, render_samples, summary_line
+    from ..config.project import load_settings
 
+    settings = None if flags.pop("isolated") else load_settings()
+    if settings is not None and not flags["quiet"]:
+        err(f"lrpaudit: settings from {settings.source}")
+    flags = merged(click.get_current_context(), flags, settings)
+    if settings is not None:
+        flags["layer_rtol"] = settings.get("layer_rtol")
+        flags["end_to_end_rtol"] = settings.get("end_to_end_rtol")
+    if flags["inputs"] is None and not flags["random_n"]:
+        flags["random_n"] = DEFAULT_RANDOM
+        if not flags["quiet"]:
+            err(
+                f"lrpaudit: no inputs given: auditing {DEFAULT_RANDOM} seeded random samples (--random "
+                f"{DEFAULT_RANDOM} --seed {flags['seed']}); give real ones with --inputs PATH or inputs: in "
+                "lrpaudit.yaml"
+            )
+    _run(models, **flags)
+
+
+DEFAULT_RANDOM = 8
+
+
+def _run(models, config_path, preset, inputs, random_n, seed, input_shapes, batch_size, shard, dtype, device,
+         target, gate, json_report, junit_xml, markdown, html, heatmaps, fmt, save_relevance, baseline,
+         fidelity, verify_rules, exit_zero, allow_empty, trust_code, verbose, quiet, layer_rtol=None,
+         end_to_end_rtol=None):  # fmt: skip
+    from ..api import AuditRequest
+    from ..reports.baseline import attach
+    from ..reports.emit import ReportTargets, write_reports
+    from ..reports.json_report import build_report
+
+    targets = ReportTargets(json_report, junit_xml, markdown, save_relevance, html, heatmaps)
     request = AuditRequest(
         model=None,
         config=config_path,
@@ -112,45 +152,24 @@ def check(models, config_path, preset, inputs, random_n, seed, input_shapes, bat
         device=device,
         fidelity=fidelity,
         verify=verify_rules,
-        keep_relevance=save_relevance is not None,
+        keep_relevance=targets.keeps_relevance,
+        keep_inputs=html is not None or heatmaps is not None,
+        layer_rtol=layer_rtol,
+        end_to_end_rtol=end_to_end_rtol,
         allow_empty=allow_empty,
         trust_code=trust_code,
         shard=shard,
         on_warning=lambda warning: err(f"lrpaudit: warning: {warning}"),
     )
-    old_report = None
-    if baseline is not None:  # a bad baseline is a usage error: say so before auditing anything
-        from ..reports.baseline import compare, load_baseline
-
-        old_report = load_baseline(baseline)
-    targets = ReportTargets(json_report, junit_xml, markdown, save_relevance)
+    old_report = load_baseline_flag(baseline)  # a bad baseline fails before anything is audited
     targets.check(models=models, reads=[*models, config_path, inputs])
     results = [_audit_one(request, path, quiet) for path in models]
     report = build_report(results)
-    regressions = None
-    if old_report is not None:
-        regressions = compare(report, old_report)
-        regressions.source = str(baseline)
-        report["baseline"] = regressions.as_dict()
+    regressions = attach(report, old_report, baseline)
     for line in write_reports(results, report, targets):
         err(line)
-    if fmt == "json":
-        click.echo(to_json_text(report))
-    elif not quiet:
-        console = stdout_console(verbose)
-        for result in results:
-            render_layers(result, console, verbose=verbose)
-            if verbose:
-                render_samples(result, console)
-            render_checks(result, console)
-            render_notes(result, console)
-    for result in results:
-        err(summary_line(result))
-    failed = any(r.verdict != "pass" for r in results)
-    if regressions is not None:
-        for line in regressions.describe():
-            err(f"lrpaudit: baseline: {line}")
-        failed = regressions.failed
+    render_results(results, report, fmt, quiet, verbose)
+    failed = verdict_of(results, regressions)
     sys.exit(EXIT_FAIL if failed and not exit_zero else EXIT_OK)
 
 

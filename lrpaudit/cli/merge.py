@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ._common import EXIT_FAIL, EXIT_OK, err, guarded, render_results
+from ._common import EXIT_FAIL, EXIT_OK, err, guarded, load_baseline_flag, render_results, verdict_of
 
 
 @click.command()
@@ -40,31 +40,20 @@ from ._common import EXIT_FAIL, EXIT_OK, err, guarded, render_results
 def merge(reports, output, junit_xml, markdown, fmt, baseline, exit_zero, verbose, quiet):
     """Merge the shard reports of `check --shard I/N` into the report of the unsharded audit."""
     from ..merge import merge_files
+    from ..reports.baseline import attach
     from ..reports.emit import ReportTargets, write_reports
     from ..reports.json_report import build_report
 
-    old_report = None
-    if baseline is not None:
-        from ..reports.baseline import compare, load_baseline
-
-        old_report = load_baseline(baseline)
+    old_report = load_baseline_flag(baseline)
     targets = ReportTargets(output, junit_xml, markdown)
     targets.check(reads=[*reports, baseline])  # -o over one of the shard reports would destroy it
     results, environment = merge_files(reports)
     report = build_report(results, environment)
-    regressions = None
-    if old_report is not None:
-        regressions = compare(report, old_report)
-        regressions.source = str(baseline)
-        report["baseline"] = regressions.as_dict()
+    regressions = attach(report, old_report, baseline)
     for line in write_reports(results, report, targets):
-        click.echo(line, err=True)
+        err(line)
     render_results(results, report, fmt, quiet, verbose)
     if not quiet:
         err(f"lrpaudit: merged {len(reports)} shard reports into {output}")
-    failed = any(result.verdict != "pass" for result in results)
-    if regressions is not None:
-        for line in regressions.describe():
-            err(f"lrpaudit: baseline: {line}")
-        failed = regressions.failed
+    failed = verdict_of(results, regressions)
     sys.exit(EXIT_FAIL if failed and not exit_zero else EXIT_OK)

@@ -304,3 +304,13 @@ def compare(
 
 def _shown(value) -> str:
     return fmt(value, missing="non-finite")
+
+
+def attach(report: dict, baseline: dict | None, source) -> BaselineResult | None:
+    """Compare ``report`` with a loaded ``baseline`` (None: no baseline) and record the comparison in it."""
+    if baseline is None:
+        return None
+    regressions = compare(report, baseline)
+    regressions.source = str(source)
+    report["baseline"] = regressions.as_dict()
+    return regressions

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..display import safe
 from ..errors import OutputError
 from . import github
 from ._io import Staging, atomic_write, check_writable
@@ -32,6 +33,13 @@ class ReportTargets:
     junit: Path | None = None
     markdown: Path | None = None
     relevance: Path | None = None  # --save-relevance (check only)
+    html: Path | None = None  # --html
+    heatmaps: Path | None = None  # --heatmaps DIR (check only): one PNG per sample and image input
+
+    @property
+    def keeps_relevance(self) -> bool:
+        """Whether the audit must keep the input relevance maps (and the inputs, for overlays)."""
+        return self.relevance is not None or self.html is not None or self.heatmaps is not None
 
     def check(self, models: Sequence = (), reads: Sequence = ()) -> None:
         """Fail now (OutputError, exit 2) if any target cannot be written, if two targets are one file (two
@@ -43,11 +51,21 @@ class ReportTargets:
                 ("--json-report", self.json),
                 ("--junit-xml", self.junit),
                 ("--markdown", self.markdown),
+                ("--html", self.html),
             )
             if path is not None
         ]
         for _, path in named:
             check_writable(path)
+        if self.heatmaps is not None:
+            folder = Path(self.heatmaps)
+            if folder.exists() and not folder.is_dir():
+                raise OutputError(f"--heatmaps {folder}: not a folder")
+            check_writable(folder / "heatmap.png", folders_made=True)
+        if self.html is not None or self.heatmaps is not None:
+            from .plots import require_matplotlib
+
+            require_matplotlib()  # a missing extra fails before the audit, not after it
         if self.relevance is not None:
             check_writable(self.relevance, folders_made=True)
             paths = relevance_paths(self.relevance, list(models) or [None])
@@ -108,7 +126,11 @@ def write_reports(results: Sequence, report: dict, targets: ReportTargets, env=N
     """
     env = env if env is not None else os.environ
     in_actions = github.in_github_actions(env)
-    markdown = build_markdown(results) if targets.markdown is not None or in_actions else None
+    plots = _markdown_plots(results, targets.markdown) if targets.markdown is not None else None
+    markdown = build_markdown(results, plots=[name for name, _ in plots] if plots else None) if (
+        targets.markdown is not None) else None  # fmt: skip
+    summary = build_markdown(results, plots="mermaid") if in_actions else None
+    heatmap_files = _heatmaps(results) if targets.heatmaps is not None else []
     with Staging() as staging:
         if targets.relevance is not None:
             for result, path in zip(results, relevance_paths(targets.relevance, results)):
@@ -119,10 +141,61 @@ def write_reports(results: Sequence, report: dict, targets: ReportTargets, env=N
             staging.write(targets.junit, _encoded(build_junit(results)))
         if targets.markdown is not None:
             staging.write(targets.markdown, _encoded(markdown))
+            for name, png in plots or []:
+                if name is not None:
+                    staging.write(Path(targets.markdown).parent / name, _binary(png))
+        if targets.html is not None:
+            from .html import build_html
+
+            staging.write(targets.html, _encoded(build_html(results)))
+        if heatmap_files:
+            folder = Path(targets.heatmaps)
+            _make_folder(folder)
+            for name, png in heatmap_files:
+                staging.write(folder / name, _binary(png))
         staging.commit()
         if in_actions:  # a failure here still takes the reports back
-            github.append_step_summary(markdown, env)
+            github.append_step_summary(summary, env)
     return github.annotations(results, env=env) if in_actions else []
+
+
+def _markdown_plots(results, markdown: Path) -> list[tuple[str, bytes | None]]:
+    """The conservation plot of each run as a PNG next to the Markdown file (``<stem>.conservation[-k].png``);
+    without matplotlib the Markdown says how to get them instead."""
+    from .plots import matplotlib_available
+
+    if not matplotlib_available():
+        return []
+    from .conservation import conservation
+    from .plots import conservation_png
+
+    stem = Path(markdown).stem
+    out: list[tuple[str | None, bytes | None]] = []
+    for k, result in enumerate(results, start=1):
+        if not result.layers:
+            out.append((None, None))
+            continue
+        name = f"{stem}.conservation{'' if len(results) == 1 else f'-{k}'}.png"
+        title = safe(Path(result.model_path).name)
+        out.append((name, conservation_png(conservation(result), title)))
+    return out
+
+
+def _heatmaps(results) -> list[tuple[str, bytes]]:
+    from .heatmap_files import heatmap_files
+
+    return heatmap_files(results)
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write heatmaps to {folder}: {exc.strerror or exc}") from exc
+
+
+def _binary(data: bytes):
+    return lambda out: out.write(data)
 
 
 def _encoded(text: str):

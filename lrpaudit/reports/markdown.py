@@ -19,7 +19,7 @@ from ..verdicts import (
     rank_key,
     severity_then_figure,
 )
-from ._format import fmt, model_name, run_label
+from ._format import fidelity_line, fmt, model_name, run_label
 from ._io import atomic_write_text
 
 ICON = {"pass": "✅", "fail": "❌", "unexplained": "⚠️", "non_finite": "💥"}
@@ -69,16 +69,7 @@ def _header(results) -> str:
 
 
 def _fidelity(result) -> str:
-    fid = result.fidelity
-    if fid is None:
-        return "forward fidelity not checked"
-    state = "ok" if fid.passed else "**FAILED**"
-    compared = result.fidelity_compared
-    on = "" if compared is None else f" on {compared.samples} of {len(result.samples)} samples"
-    return (
-        f"forward fidelity vs {fid.reference} ({fid.dtype}){on}: max abs diff {fmt(fid.max_abs_diff)}, "
-        f"max rel diff {fmt(fid.max_rel_diff)} (tolerance {fmt(fid.tolerance)}): {state}"
-    )
+    return fidelity_line(result.fidelity, "**FAILED**", result.fidelity_compared, len(result.samples))
 
 
 def _run_line(result) -> str:
@@ -203,8 +194,58 @@ def _samples_line(result) -> str:
     return text
 
 
-def build_markdown(results, worst: int = WORST_ROWS, max_rows: int = MAX_DETAIL_ROWS) -> str:
-    """The summary for a list of AuditResults."""
+def _conservation_section(results, plots) -> list[str]:
+    """Per run, the conservation plot: an image file next to the Markdown (``plots[k]``), or a Mermaid chart that
+    GitHub draws in a job summary (``plots`` is ``"mermaid"``)."""
+    from .conservation import conservation
+
+    lines = ["### Conservation (relevance in flight from output to input, leak per node)", ""]
+    for k, result in enumerate(results):
+        title = f"{model_name(result)} [{run_label(result)}]"
+        if plots == "mermaid":
+            lines += mermaid_chart(conservation(result), title)
+        elif plots[k]:
+            lines.append(f"![conservation plot of {_cell(title)}]({plots[k]})")
+        lines.append("")
+    return lines
+
+
+MAX_CHART_POINTS = 400
+
+
+def mermaid_chart(figures, title: str) -> list[str]:
+    """A Mermaid ``xychart-beta`` of the mean relevance in flight after each node (each step is that node's leak).
+
+    Bars are left out on purpose: Mermaid draws them from the bottom of the axis, which misreads a negative
+    leak. The chart grammar has no exponents, so every number is a plain decimal.
+    """
+    step = max(1, -(-len(figures.labels) // MAX_CHART_POINTS))
+    remaining = figures.mean_remaining[1:][::step]
+    safe = "".join(ch for ch in title if ch.isprintable() and ch not in '"`\\[]{}')[:80]
+    numbers = [float(v) for v in (*remaining, 0.0, 1.0) if v == v and abs(v) != float("inf")]
+    low, high = min(numbers), max(numbers)
+    pad = (high - low) * 0.05 or 0.05
+    return [
+        "```mermaid",
+        "xychart-beta",
+        f'    title "{safe}"',
+        f'    x-axis "node, output to input" 1 --> {max(len(remaining), 2)}',
+        f'    y-axis "fraction of the score" {_decimal(low - pad)} --> {_decimal(high + pad)}',
+        "    line [" + ", ".join(_decimal(v) for v in remaining) + "]",
+        "```",
+    ]
+
+
+def _decimal(value: float) -> str:
+    """A plain decimal (Mermaid's chart grammar has no exponents): ``0.000123``, ``-0.5``, ``1``; NaN as 0."""
+    if value != value or abs(value) == float("inf"):
+        return "0"
+    text = f"{value:.6f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def build_markdown(results, worst: int = WORST_ROWS, max_rows: int = MAX_DETAIL_ROWS, plots=None) -> str:
+    """The summary for a list of AuditResults; ``plots``: image paths per run, ``"mermaid"``, or None."""
     results = list(results)
     lines = [_header(results), ""]
     lines += [_run_line(result) for result in results]
@@ -216,6 +257,8 @@ def build_markdown(results, worst: int = WORST_ROWS, max_rows: int = MAX_DETAIL_
         lines.append("")
         lines += table
         lines.append("")
+    if plots is not None and any(result.layers for result in results):
+        lines += _conservation_section(results, plots)
     for result in results:
         lines += _details(result, max_rows)
         lines.append("")

@@ -155,7 +155,10 @@ def test_report_files_in_any_combination(tmp_path, wanted):
         assert text.startswith("## lrpaudit: FAIL")
         assert "3 of 10 layer checks failed" in text and "/features/features.4/Conv" in text
         assert "<details>" in text and "</details>" in text
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(paths[kind].name for kind in wanted)
+    expected = [paths[kind].name for kind in wanted]
+    if "markdown" in wanted:  # the Markdown's conservation plot, an image next to it
+        expected.append(paths["markdown"].with_suffix(".conservation.png").name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(expected)
 
 
 def test_report_into_a_missing_folder_exits_2(tmp_path):
@@ -294,7 +297,6 @@ def test_bad_config_key_names_file_line_column(tmp_path):
         ([CNN_ONNX, "--inputs", IMAGES, "--random", "2"], ["--inputs", "--random"]),
         ([CNN_ONNX, "-c", "lrp.yaml", "--preset", "zero", "--random", "2"], ["-c/--config", "--preset"]),
         ([CNN_ONNX, "--preset", "epsilon-plus-flt", "--random", "2"], ["unknown preset 'epsilon-plus-flt'"]),
-        ([CNN_ONNX], ["--inputs", "--random"]),
         ([CNN_ONNX, "--random", "2", "--target", "ten"], ["--target"]),
         ([CNN_ONNX, "--random", "2", "--dtype", "float16"], ["--dtype"]),
         ([CNN_ONNX, "--random", "0"], ["--random"]),
@@ -306,7 +308,6 @@ def test_bad_config_key_names_file_line_column(tmp_path):
         "inputs-and-random",
         "config-and-preset",
         "unknown-preset",
-        "no-inputs",
         "bad-target",
         "bad-dtype",
         "zero-random",
@@ -316,6 +317,21 @@ def test_bad_config_key_names_file_line_column(tmp_path):
 def test_usage_and_input_errors_exit_2_without_traceback(tmp_path, monkeypatch, args, needles):
     monkeypatch.chdir(tmp_path)
     assert_clean_error(invoke(*args), *needles)
+
+
+def test_no_inputs_anywhere_audits_seeded_random_samples_and_says_so(tmp_path, monkeypatch):
+    """The first run (issue 15): `lrpaudit check model.onnx` with nothing configured audits 8 seeded samples."""
+    monkeypatch.chdir(tmp_path)
+    result = invoke(CNN_ONNX, "--format", "json")
+    assert result.exit_code in (0, 1), result.output
+    report = report_of(result)
+    assert len(report["runs"][0]["samples"]) == 8
+    assert {s["source"].split("#")[0] for s in report["runs"][0]["samples"]} == {"random[seed=0]"}
+    assert "no inputs given: auditing 8 seeded random samples (--random 8 --seed 0)" in result.stderr
+    assert "--inputs PATH" in result.stderr
+    explicit = report_of(invoke(CNN_ONNX, "--format", "json", "--random", "8", "--seed", "0"))
+    assert sample_figures(explicit) == sample_figures(report)  # the same audit as typing it out
+    assert "no inputs given" not in invoke(CNN_ONNX, "-q", "--random", "2").stderr
 
 
 def test_inputs_that_do_not_fit_the_model_exit_2():

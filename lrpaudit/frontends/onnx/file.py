@@ -66,8 +66,12 @@ def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
 
 
 def is_binary_onnx(path: Path) -> bool:
-    """Whether ``onnx.load`` reads the file as binary protobuf (by its extension), the format the checker and
-    onnxruntime read from a path."""
+    """Whether the checker and onnxruntime can read the file by its path as ``onnx.load`` read it: binary protobuf
+    (by the extension) and a name they take (UTF-8: a name with undecodable bytes arrives with surrogates)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     fmt = onnx.serialization.registry.get_format_from_file_extension(path.suffix)
     return fmt in (None, "protobuf")
 
