@@ -153,9 +153,7 @@ def methods(name: str, batch: int, dtype: str, workdir: Path) -> dict:
         rules = lrpaudit_rules(graph, kind)
 
         def full_audit(rules=rules):
-            lrpaudit.audit(
-                loaded, rules, {"x": x.numpy()}, batch_size=batch, dtype=dtype, check_forward=False
-            )
+            lrpaudit.audit(loaded, rules, {"x": x.numpy()}, batch_size=batch, dtype=dtype, fidelity="off")
 
         def engine_only(rules=rules):
             propagate(graph, {"x": xt}, rules, dtype=torch_dtype)

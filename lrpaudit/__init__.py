@@ -7,14 +7,14 @@ load torch, onnx or onnxruntime.
 from ._version import __version__
 
 _PUBLIC = {
-    "AuditRequest": "api",
-    "AuditResult": "results",
-    "audit": "api",
-    "run_audit": "api",
-    "inspect_model": "inspection",
-    "load_model": "frontends",
-    "Tolerance": "verdicts",
-    "Rule": "rules.spec",
+    "AuditRequest": ".api",
+    "AuditResult": ".results",
+    "audit": ".api",
+    "run_audit": ".api",
+    "inspect_model": ".inspection",
+    "load_model": ".frontends",
+    "Tolerance": ".verdicts",
+    "Rule": ".rules.spec",
 }
 
 __all__ = [*_PUBLIC, "__version__"]
@@ -25,7 +25,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'lrpaudit' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
     globals()[name] = value
     return value
 

@@ -24,7 +24,14 @@ import torch
 
 from .config import Config, load_config
 from .errors import ConfigError, InputError
-from .fidelity import FidelityResult, check_fidelity
+from .fidelity import (
+    FIDELITY_MODES,
+    FidelityCoverage,
+    FidelityResult,
+    check_batch,
+    compares_batch,
+    worse_fidelity,
+)
 from .forward import cast_params, embed_inputs, token_relevance
 from .frontends import load_model
 from .inputs import Batch, Pending, first_shapes, peek_shapes, plan_arrays, plan_files, plan_random
@@ -34,7 +41,7 @@ from .inputs.sharding import Shard
 from .ir import Graph
 from .passes import strip_output_softmax
 from .propagate import propagate
-from .results import AuditAccumulator, AuditResult, ShardRecord, finalize
+from .results import AuditAccumulator, AuditResult, ShardRecord, check_not_vacuous, finalize, sample_notes
 from .rules.assign import Assignment, RuleChoice, assign
 from .verdicts import Tolerance
 from .verify import RuleCheck, verify_rules
@@ -58,7 +65,9 @@ class AuditRequest:
     ``trust_code`` loads a TorchScript archive even when its code defines ``__setstate__`` or calls ops with
     side effects (``--trust-code``).
     ``shard`` audits only that shard's batches; whether it checked anything is then decided when the shards are
-    merged.
+    merged. ``fidelity`` says which batches the forward check compares with the model's runtime: ``sample`` (the
+    first batch, the first of each other batch size, and a seeded one in 8 of the rest, seeded by ``seed``),
+    ``all`` or ``off`` (:func:`lrpaudit.fidelity.compares_batch`); the result records what was compared.
     """
 
     model: str | Path | object
@@ -77,7 +86,7 @@ class AuditRequest:
     explain: str | None = None
     tolerance: Tolerance | None = None
     device: str = "cpu"
-    check_forward: bool = True
+    fidelity: str = "sample"  # which batches the forward check compares: sample | all | off
     verify: bool = False
     keep_relevance: bool = False
     keep_inputs: bool = False  # keep the input arrays too (heatmap overlays)
@@ -160,7 +169,9 @@ def prepare(model, config: Config, rules: RuleChoice | None, request: AuditReque
     """The graph for one input shape with its rules, tolerance and params (once per shape)."""
     graph = model.graph(shapes)
     if config.explain == "logits":
-        graph = strip_output_softmax(graph)
+        stripped = strip_output_softmax(graph)
+        # nothing stripped: the model's own graph, so that the forward check can share the audit's forward
+        graph = stripped if stripped.outputs != graph.outputs else graph
     if not graph.nodes and not request.allow_empty:
         raise InputError(
             f"{model.path}: nothing to audit: the graph has no layers (its output is its input); "
@@ -181,6 +192,8 @@ def run_audit(request: AuditRequest) -> AuditResult:
     runs and a note names them).
     """
     check_device(request.device)
+    if request.fidelity not in FIDELITY_MODES:
+        raise InputError(f"fidelity {request.fidelity!r}: expected one of {', '.join(FIDELITY_MODES)}")
     config = resolve_config(request)
     model, input_shapes = open_model(request)
     if request.keep_relevance:
@@ -193,6 +206,8 @@ def run_audit(request: AuditRequest) -> AuditResult:
     target = None if target in ("predicted", "pred") else target
     accumulator = AuditAccumulator()
     fidelity: FidelityResult | None = None
+    compared = FidelityCoverage(request.fidelity, request.seed)
+    sizes: set[int] = set()  # the batch sizes planned so far: the first batch of each size is compared
     graph_notes: list[str] = []
     token_names: set[str] = set()
     warnings: list[str] = []
@@ -204,6 +219,8 @@ def run_audit(request: AuditRequest) -> AuditResult:
     total = 0
     for number, pending in enumerate(_plan(model, request, input_shapes)):
         total += pending.size
+        new_size = pending.size not in sizes
+        sizes.add(pending.size)
         if request.shard is not None and not request.shard.owns(number):
             continue
         batch = pending.read()
@@ -222,11 +239,24 @@ def run_audit(request: AuditRequest) -> AuditResult:
         try:
             # the prologue: token ids -> their embeddings, the inputs of the IR (ir.TokenInput)
             feeds = embed_inputs(step.graph, raw, torch_dtype, batch.first_index)
-            if request.check_forward:
-                fidelity = worse_fidelity(fidelity, check_fidelity(model, model.graph(shapes), _feeds(batch)))
+            values = None  # the activations, when the forward check already computed them
+            if compares_batch(request.fidelity, request.seed, number, new_size):
+                found, values = check_batch(
+                    model, shapes, step, _feeds(batch), feeds, torch_dtype, request.device
+                )
+                fidelity = worse_fidelity(fidelity, found)
+                compared = compared.with_batch(number, batch.size)
             rules = step.assignment.rules
             result = propagate(
-                step.graph, feeds, rules, config.init, target, torch_dtype, request.device, params=step.params
+                step.graph,
+                feeds,
+                rules,
+                config.init,
+                target,
+                torch_dtype,
+                request.device,
+                values=values,
+                params=step.params,
             )
         except InputError as exc:  # e.g. a target out of range: name the model it does not fit
             raise InputError(f"{model.path}: {exc}") from exc
@@ -260,6 +290,7 @@ def run_audit(request: AuditRequest) -> AuditResult:
         layers=layers,
         samples=samples,
         fidelity=fidelity,
+        fidelity_compared=compared,
         notes=tuple(graph_notes + sample_notes(samples, bool(layers))),
         rule_checks=tuple(checks) if checks is not None else None,
         relevance={k: np.concatenate(v) for k, v in saved.items()} if request.keep_relevance else None,
@@ -375,66 +406,9 @@ def _inputs_text(inputs) -> str:
     return str(inputs) if isinstance(inputs, (str, Path)) else ""
 
 
-def sample_notes(samples, has_layers: bool) -> list[str]:
-    """The notes a run's samples call for: none at all, some with nothing to explain, a graph with no layers.
-
-    A pure function of the samples, so that merged shards (:mod:`lrpaudit.merge`) recompute exactly these notes.
-    """
-    if not samples:
-        return ["the audit checked nothing: no samples"]
-    notes = []
-    empty = [sample.index for sample in samples if sample.nothing_to_explain]
-    if empty:
-        shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
-        notes.append(
-            f"{len(empty)} of {len(samples)} samples have nothing to explain (the explained output is exactly "
-            f"0): their checks are vacuous (samples {shown})"
-        )
-    if not has_layers:
-        notes.append("the audit checked nothing: the graph has no layers (its output is its input)")
-    return notes
-
-
-def check_not_vacuous(model_path: str, samples, inputs: str, allow_empty: bool) -> None:
-    """An InputError if the audit checked nothing (no samples, or none with anything to explain), unless
-    ``allow_empty``.
-
-    Decision: a sample whose output relevance is exactly zero (``init: logit`` and a target logit of exactly 0)
-    has nothing to explain. It is never divided by zero: its ``rel_error`` is the absolute leak (so relevance
-    created from nothing still fails), it is flagged ``nothing_to_explain`` in the JSON report, and a note lists
-    it (:func:`sample_notes`). If no sample has anything to explain, the audit checked nothing.
-    """
-    if allow_empty:
-        return
-    where = f" {inputs}" if inputs else ""
-    if not samples:
-        raise InputError(
-            f"{model_path}: the audit checked nothing: the inputs{where} hold no samples; "
-            "pass --allow-empty to accept an empty audit"
-        )
-    if all(sample.nothing_to_explain for sample in samples):
-        raise InputError(
-            f"{model_path}: the audit checked nothing: the explained output is exactly 0 for all {len(samples)} "
-            "samples (no relevance to explain); use init: one or another --target, or pass --allow-empty"
-        )
-
-
 def _shapes(batch: Batch) -> dict[str, tuple[int, ...]]:
     return {name: tuple(a.shape) for name, a in batch.arrays.items()}
 
 
 def _feeds(batch: Batch) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(a) for name, a in batch.arrays.items()}
-
-
-def worse_fidelity(old: FidelityResult | None, new: FidelityResult | None) -> FidelityResult | None:
-    """The fidelity result with the larger deviation (the one reports show).
-
-    Ordered by (max_rel_diff, max_abs_diff), ties to ``new``: an order-free choice, so the shards of an audit,
-    merged in any order, show the result the unsharded audit shows.
-    """
-    if new is None:
-        return old
-    if old is None:
-        return new
-    return new if (new.max_rel_diff, new.max_abs_diff) >= (old.max_rel_diff, old.max_abs_diff) else old

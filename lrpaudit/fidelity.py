@@ -87,10 +87,13 @@ def check_fidelity(
     rtol: float | None = None,
     intermediates: bool = False,
     raise_on_failure: bool = True,
+    values: dict[str, torch.Tensor] | None = None,
 ) -> FidelityResult:
     """Run the IR forward and the model's own runtime on the same inputs and compare.
 
     ``feeds`` are the model's inputs (token ids as ids: the IR gets their embeddings, ``forward.embed_inputs``).
+    ``values``: the IR forward of ``graph`` on these feeds in ``dtype``, if the caller already ran it (the audit's
+    own forward); else it is run here.
 
     Final outputs are always compared; with ``intermediates`` every IR value that is also a tensor of the source
     model is compared too, and the first one beyond tolerance (in graph order) is named. The default tolerance
@@ -99,7 +102,8 @@ def check_fidelity(
     rtol = max(DEFAULT_RTOL[dtype], file_precision_rtol(graph)) if rtol is None else rtol
     torch_dtype = torch.float32 if dtype == "float32" else torch.float64
     tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()}
-    values = run_forward(graph, embed_inputs(graph, tensors, torch_dtype), dtype=torch_dtype)
+    if values is None:
+        values = run_forward(graph, embed_inputs(graph, tensors, torch_dtype), dtype=torch_dtype)
     output_names = graph.source.get("output_names", graph.outputs)
     tensor_names: list[tuple[str, str, str]] = []  # (ir value, source name, node id)
     if intermediates:
@@ -147,3 +151,76 @@ def _precision_note(graph: Graph, rtol: float) -> str:
         worst = min(graph.input_dtypes.values(), key=lambda d: -FILE_PRECISION_RTOL.get(d, 0.0))
         return f" (set by the file's {worst} precision)"
     return ""
+
+
+def check_batch(model, shapes, audited, feeds_np, feeds, dtype, device):
+    """The forward check of one audited batch: (its FidelityResult, the activations it computed or None).
+
+    The check runs the model's graph for these shapes in float32. ``audited`` (``.graph``, ``.params``: what the
+    audit runs) on that same graph in float32 (no softmax stripped) runs the very same forward, so its
+    activations are computed once (``feeds``: the IR's inputs, on the audit's params and device), checked, and
+    handed to the propagation. ``feeds_np``: the model's own inputs, for its runtime.
+    """
+    reference = model.graph(shapes)
+    values = None
+    if audited.graph is reference and dtype == torch.float32:
+        values = run_forward(reference, feeds, dtype, device, audited.params)
+    return check_fidelity(model, reference, feeds_np, values=values), values
+
+
+def worse_fidelity(old: FidelityResult | None, new: FidelityResult | None) -> FidelityResult | None:
+    """The fidelity result with the larger deviation (the one reports show).
+
+    Ordered by (max_rel_diff, max_abs_diff), ties to ``new``: an order-free choice, so the shards of an audit,
+    merged in any order, show the result the unsharded audit shows.
+    """
+    if new is None:
+        return old
+    if old is None:
+        return new
+    return new if (new.max_rel_diff, new.max_abs_diff) >= (old.max_rel_diff, old.max_abs_diff) else old
+
+
+# ---------------------------------------------------------------- which batches are compared
+
+# ``sample`` (the default): the first batch, the first batch of every other batch size (a graph is built per input
+# shape, so each graph is proven), and a seeded one in SAMPLE_ONE_IN of the other batches; ``all``: every batch;
+# ``off``: none (the report says so).
+FIDELITY_MODES = ("sample", "all", "off")
+SAMPLE_ONE_IN = 8
+_STREAM = 0xF1DE  # keeps the fidelity draws apart from the seeded input draws (inputs.sample_generator)
+
+
+def compares_batch(mode: str, seed: int, number: int, new_size: bool) -> bool:
+    """Whether batch ``number`` (from 0, in the audit's order) is compared with the runtime.
+
+    A function of (mode, seed, batch number, whether its size is new) alone, so that each shard of a sharded audit
+    compares exactly the batches the unsharded audit compares.
+    """
+    if mode == "off":
+        return False
+    if mode == "all" or number == 0 or new_size:
+        return True
+    return int(np.random.default_rng([seed, number, _STREAM]).integers(SAMPLE_ONE_IN)) == 0
+
+
+@dataclass(frozen=True)
+class FidelityCoverage:
+    """What the forward check compared: its mode and seed, the batches (numbered from 0 in the audit's order)
+    and the number of samples they hold."""
+
+    mode: str
+    seed: int
+    batches: tuple[int, ...] = ()
+    samples: int = 0
+
+    def with_batch(self, number: int, size: int) -> FidelityCoverage:
+        return FidelityCoverage(self.mode, self.seed, (*self.batches, number), self.samples + size)
+
+    def merged(self, other: FidelityCoverage) -> FidelityCoverage:
+        """The coverage of two shards of one audit together (disjoint batches)."""
+        batches = tuple(sorted({*self.batches, *other.batches}))
+        return FidelityCoverage(self.mode, self.seed, batches, self.samples + other.samples)
+
+    def as_dict(self) -> dict:
+        return {"mode": self.mode, "seed": self.seed, "batches": list(self.batches), "samples": self.samples}

@@ -12,7 +12,10 @@ from .ops import run_op
 
 
 def cast_params(graph: Graph, dtype: torch.dtype, device: str | torch.device = "cpu") -> dict[str, dict]:
-    """Node params in the execution dtype (floating tensors only; integer constants keep their type)."""
+    """Node params in the execution dtype (floating tensors only; integer constants keep their type).
+
+    A param already in that dtype (a float32 file's weights in a float32 audit) is used as it is, not copied.
+    """
     cast: dict[str, dict] = {}
     for node in graph.nodes:
         cast[node.id] = {

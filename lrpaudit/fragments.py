@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import InputError
-from .fidelity import FidelityResult
+from .fidelity import FidelityCoverage, FidelityResult
 from .results import META_KEYS, AuditResult, RawSample, ShardRecord, finalize
 from .verdicts import CATEGORIES, ROW_FIELDS, Tolerance
 from .verify import RuleCheck
@@ -82,6 +82,7 @@ def result_from_run(run: Mapping) -> AuditResult:
         layers=layers,
         samples=finals,
         fidelity=_fidelity(run["fidelity"]),
+        fidelity_compared=_compared(run["fidelity"]),
         notes=tuple(run["notes"]),
         rule_checks=_rule_checks(run["rule_checks"]),
         config=_config(run["config"]),
@@ -104,6 +105,18 @@ def _fidelity(record: Mapping) -> FidelityResult | None:
         tolerance=_number(record["tolerance"]),
         passed=record["passed"],
         first_diverging=record["first_diverging"],
+    )
+
+
+def _compared(record: Mapping) -> FidelityCoverage | None:
+    """What the forward check compared (schema 1.2); None for an older report, which does not say."""
+    if record.get("mode") is None:
+        return None
+    return FidelityCoverage(
+        mode=record["mode"],
+        seed=int(record["seed"]),
+        batches=tuple(int(b) for b in record.get("batches", ())),
+        samples=int(record.get("samples", 0)),
     )
 
 

@@ -8,11 +8,12 @@ Only activation values (those that depend on the model input) appear as node inp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import ModelError, UnsupportedOpError
+
+if TYPE_CHECKING:  # annotations only: the op families below are read by `lrpaudit rules` without torch
+    import torch
 
 # The op families, defined here once. Linear-type: ops whose LRP treatment is a linear-type rule (zero, epsilon,
 # gamma, ...), the ones a config must give a rule.
@@ -76,8 +77,10 @@ class TokenInput:
 class Node:
     """One IR operation.
 
-    ``inputs`` are activation value names only; constants are in ``params`` (torch tensors, float64 master copies
-    for floating point). ``origin`` records where the node came from (frontend, source op types and names, opset).
+    ``inputs`` are activation value names only; constants are in ``params`` (torch tensors, never written to:
+    floating point in the file's own precision where no pass changed them, float64 where lrpaudit computed them,
+    e.g. a folded BatchNorm). ``origin`` records where the node came from (frontend, source op types and names,
+    opset).
     """
 
     id: str

@@ -6,8 +6,8 @@ every verdict, aggregate (worst sample, failing samples, passing tolerance) and 
 unsharded audit. The rest is combined as the unsharded audit computes it:
 
 - notes: the graph's notes of the shard that holds the last batch (an audit reports its last batch's), then the
-  notes on the samples (:func:`lrpaudit.api.sample_notes`) recomputed over all samples;
-- forward fidelity: the largest deviation of any shard (:func:`lrpaudit.api.worse_fidelity`, order-free);
+  notes on the samples (:func:`lrpaudit.results.sample_notes`) recomputed over all samples;
+- forward fidelity: the largest deviation of any shard (:func:`lrpaudit.fidelity.worse_fidelity`, order-free);
 - ``--verify-rules`` checks: shard 1's, which holds the first batch, where an audit runs them;
 - an audit that checks nothing (no samples, or none with anything to explain) is refused here unless the shards
   were run with ``--allow-empty``: one shard alone cannot tell;
@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._version import __version__
-from .api import check_not_vacuous, sample_notes, worse_fidelity
 from .errors import InputError
+from .fidelity import worse_fidelity
 from .fragments import result_from_run
 from .reports.json_report import read_report
-from .results import AuditResult, finalize
+from .results import AuditResult, check_not_vacuous, finalize, sample_notes
 from .verdicts import Tolerance
 
 ENVIRONMENT_KEYS = ("torch", "onnx", "onnxruntime")
@@ -78,6 +78,7 @@ def merge_results(parts: Sequence[Part], what: str = "") -> AuditResult:
     fidelity = None
     for part in parts:
         fidelity = worse_fidelity(fidelity, part.result.fidelity)
+    compared = _compared(parts)
     timings = [part.result.elapsed_s for part in parts if part.result.elapsed_s is not None]
     warnings = list(dict.fromkeys(w for part in parts for w in part.result.warnings))
     return AuditResult(
@@ -90,6 +91,7 @@ def merge_results(parts: Sequence[Part], what: str = "") -> AuditResult:
         layers=layer_audits,
         samples=finals,
         fidelity=fidelity,
+        fidelity_compared=compared,
         notes=tuple((_graph_notes(last, what) if last else []) + sample_notes(finals, bool(layer_audits))),
         rule_checks=shards[1].result.rule_checks,
         config=first.result.config,
@@ -117,6 +119,7 @@ def _check_same_audit(a: Part, b: Part, what: str) -> None:
         ("batch sizes", sx.batch_size, sy.batch_size, str),
         ("targets", sx.target, sy.target, lambda t: "the config's" if t is None else str(t)),
         ("--allow-empty settings", sx.allow_empty, sy.allow_empty, str),
+        ("--fidelity settings", _fidelity_key(x), _fidelity_key(y), _fidelity_setting),
     ]
     for name, left, right, show in differences:
         if left != right:
@@ -124,6 +127,25 @@ def _check_same_audit(a: Part, b: Part, what: str) -> None:
                 f"{_pair(a, b)}: {what}shards of different {name} ({show(left)} vs {show(right)}); "
                 "only shards of one audit merge"
             )
+
+
+def _fidelity_key(result) -> tuple | None:
+    compared = result.fidelity_compared
+    return None if compared is None else (compared.mode, compared.seed)
+
+
+def _fidelity_setting(key) -> str:
+    return "not recorded" if key is None else f"{key[0]}, seed {key[1]}"
+
+
+def _compared(parts: list[Part]):
+    """The batches the shards' forward checks compared, together (None if the shards' reports do not say)."""
+    compared = None
+    for part in parts:
+        mine = part.result.fidelity_compared
+        if mine is not None:
+            compared = mine if compared is None else compared.merged(mine)
+    return compared
 
 
 def _sha(key) -> str:

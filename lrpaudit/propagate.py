@@ -162,12 +162,14 @@ def propagate(
     """Forward once (keeping activations), then send the output relevance back node by node, accounting for it.
 
     ``keep_relevance``, if given, receives the relevance that arrived at each node's output (by node id), and the
-    result then keeps every activation in ``values`` (for self-verification and debugging).
+    result then keeps every activation in ``values`` (for self-verification and debugging). ``values``: the
+    activations of a forward already run on these feeds (the forward check's); that dict is consumed (each
+    activation is deleted from it once its node is done), so memory holds no more than without it.
     """
     check_batch_axis(graph)
     chosen = assign(graph, rules).complete().rules
     params = params if params is not None else cast_params(graph, dtype, device)
-    values = run_forward(graph, feeds, dtype, device, params) if values is None else dict(values)
+    values = run_forward(graph, feeds, dtype, device, params) if values is None else values
     output = values[graph.outputs[0]]
     targets, r_init = output_relevance(output, target, init)
     relevance: dict[str, Tensor] = {graph.outputs[0]: r_init}

@@ -15,6 +15,7 @@ from functools import cached_property
 
 import numpy as np
 
+from .errors import InputError
 from .verdicts import (
     CATEGORIES,
     EXPLAINED_CATEGORIES,
@@ -155,6 +156,8 @@ class AuditResult:
     elapsed_s: float | None = None  # wall-clock seconds of the audit (load excluded); JUnit/JSON timings
     warnings: tuple[str, ...] = ()
     shard: ShardRecord | None = None  # set on the result of one shard of a sharded audit
+    # a fidelity.FidelityCoverage: which batches the forward check compared
+    fidelity_compared: object | None = None
 
     @property
     def bound(self) -> float:
@@ -340,3 +343,47 @@ def refinalize(result: AuditResult, layer_data=None, samples=None) -> AuditResul
     samples = result.raw_samples() if samples is None else samples
     layers, finals = finalize(layer_data, samples, result.tolerance, result.dtype)
     return replace(result, layers=layers, samples=finals)
+
+
+def sample_notes(samples, has_layers: bool) -> list[str]:
+    """The notes a run's samples call for: none at all, some with nothing to explain, a graph with no layers.
+
+    A pure function of the samples, so that merged shards (:mod:`lrpaudit.merge`) recompute exactly these notes.
+    """
+    if not samples:
+        return ["the audit checked nothing: no samples"]
+    notes = []
+    empty = [sample.index for sample in samples if sample.nothing_to_explain]
+    if empty:
+        shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+        notes.append(
+            f"{len(empty)} of {len(samples)} samples have nothing to explain (the explained output is exactly "
+            f"0): their checks are vacuous (samples {shown})"
+        )
+    if not has_layers:
+        notes.append("the audit checked nothing: the graph has no layers (its output is its input)")
+    return notes
+
+
+def check_not_vacuous(model_path: str, samples, inputs: str, allow_empty: bool) -> None:
+    """An InputError if the audit checked nothing (no samples, or none with anything to explain), unless
+    ``allow_empty``.
+
+    Decision: a sample whose output relevance is exactly zero (``init: logit`` and a target logit of exactly 0)
+    has nothing to explain. It is never divided by zero: its ``rel_error`` is the absolute leak (so relevance
+    created from nothing still fails), it is flagged ``nothing_to_explain`` in the JSON report, and a note lists
+    it (:func:`sample_notes`). If no sample has anything to explain, the audit checked nothing.
+    """
+    if allow_empty:
+        return
+    where = f" {inputs}" if inputs else ""
+    if not samples:
+        raise InputError(
+            f"{model_path}: the audit checked nothing: the inputs{where} hold no samples; "
+            "pass --allow-empty to accept an empty audit"
+        )
+    if all(sample.nothing_to_explain for sample in samples):
+        raise InputError(
+            f"{model_path}: the audit checked nothing: the explained output is exactly 0 for all {len(samples)} "
+            "samples (no relevance to explain); use init: one or another --target, or pass --allow-empty"
+        )

@@ -52,15 +52,24 @@ def imports_of(module: str) -> set[str]:
         for target in targets:
             if target in MODULES:
                 found.add(target)
-    if module == "lrpaudit":  # the lazy public API (PEP 562) imports these on attribute access
-        found |= {
-            f"lrpaudit.{name}"
-            for name in ("api", "inspection", "results", "frontends", "verdicts", "rules.spec")
-        }
+    found |= _lazy_imports(module, is_package, tree)
     # a module's ancestor packages are imported before it anyway: `from .. import ops` is an edge to ops only
     found -= {module.rsplit(".", k)[0] for k in range(1, module.count(".") + 1)}
     found.discard(module)
     return found
+
+
+def _lazy_imports(module: str, is_package: bool, tree: ast.Module) -> set[str]:
+    """The modules a lazy package (PEP 562) imports on attribute access: the values of its ``_PUBLIC`` dict of
+    name -> relative module (``lrpaudit``, ``lrpaudit.config``)."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_PUBLIC" for t in node.targets):
+            relative = [value.value for value in node.value.values]  # type: ignore[attr-defined]
+            names = {
+                _resolve(module, is_package, len(r) - len(r.lstrip(".")), r.lstrip(".")) for r in relative
+            }
+            return {name for name in names if name in MODULES}
+    return set()
 
 
 GRAPH = {module: imports_of(module) for module in MODULES}
@@ -176,12 +185,48 @@ def test_no_module_over_450_lines():
     assert {m: n for m, n in sizes.items() if n > MAX_LINES} == {}
 
 
-def test_help_loads_no_heavy_library():
+def test_lazy_packages_count_their_lazy_imports():
+    assert {"lrpaudit.api", "lrpaudit.rules.spec"} <= GRAPH["lrpaudit"]
+    assert {"lrpaudit.config.settings", "lrpaudit.rules.assign"} <= GRAPH["lrpaudit.config"]
+    assert "lrpaudit.inputs.batches" in GRAPH["lrpaudit.inputs"]
+
+
+HEAVY = ("torch", "onnx", "onnxruntime", "numpy", "pydantic")
+# What answers without an audit: help, the version, the registry listings and usage errors (click's and the
+# commands' own), each with its expected exit code.
+INSTANT = [
+    (["--help"], 0),
+    (["--version"], 0),
+    (["check", "--help"], 0),
+    (["presets"], 0),
+    (["presets", "epsilon"], 0),
+    (["presets", "epsilon-pluss-flat"], 2),
+    (["rules"], 0),
+    (["check"], 2),
+    (["check", "m.onnx", "--random", "2", "--inputs", "x.npy"], 2),
+    (["check", "m.onnx", "-c", "a.yaml", "--preset", "epsilon"], 2),
+    (["check", "m.onnx", "--shard", "1/2", "--baseline", "b.json"], 2),
+    (["check", "m.onnx", "--fidelity", "sometimes"], 2),
+    (["inspect", "m.onnx", "-c", "a.yaml", "--preset", "epsilon"], 2),
+    (["batch", "m.yaml", "--scheduler", "tcp://x:1"], 2),
+    (["nonsense"], 2),
+]
+
+
+def test_instant_commands_load_no_heavy_library():
+    """One process runs every command of ``INSTANT`` and lists the heavy libraries loaded after each."""
     code = (
-        "import sys\n"
+        "import json, sys\n"
         "from lrpaudit.cli import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'numpy', 'pydantic') if m in sys.modules))\n"
+        "seen = []\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    try:\n        main(args)\n    except SystemExit as exc:\n        code = exc.code or 0\n"
+        f"    seen.append([code, sorted(m for m in {HEAVY!r} if m in sys.modules)])\n"
+        "print(json.dumps(seen))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "[]"
+    import json
+
+    commands = json.dumps([args for args, _ in INSTANT])
+    out = subprocess.run([sys.executable, "-c", code, commands], capture_output=True, text=True, check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == [[code, []] for _, code in INSTANT]

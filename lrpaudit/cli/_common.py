@@ -157,6 +157,8 @@ def _save_traceback() -> str:
 
 
 def _shape_option(ctx, param, value):
+    if value is None:  # not given: nothing to parse, and nothing imported (usage errors stay instant)
+        return None
     from ..inputs.shapes import ShapeTextError, parse_shape
 
     try:

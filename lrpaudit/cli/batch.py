@@ -65,14 +65,14 @@ def batch(
     manifest_path, jobs, executor, scheduler, json_report, junit_xml, markdown, html, fmt, exit_zero, quiet
 ):
     """Audit every model x config of a manifest; exit 0 pass, 1 a run fails, 2 bad manifest/model/input, 3 bug."""
+    if scheduler is not None and executor != "dask":  # answers without loading torch
+        raise click.UsageError("--scheduler needs --executor dask")
     from ..config.manifest import load_manifest
     from ..reports.batch_table import final_line, render_summary, run_line
     from ..reports.emit import ReportTargets, write_reports
     from ..reports.json_report import build_report, to_json_text
     from ..runner import LocalExecutor, run_all, tasks_for
 
-    if scheduler is not None and executor != "dask":
-        raise click.UsageError("--scheduler needs --executor dask")
     started = time.perf_counter()
     manifest = load_manifest(manifest_path)
     targets = ReportTargets(json_report, junit_xml, markdown, html=html)

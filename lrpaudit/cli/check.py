@@ -68,6 +68,14 @@ def _target(value: str | None):
     "--baseline", type=click.Path(path_type=Path), help="Fail only on regressions against this report."
 )
 @click.option(
+    "--fidelity",
+    type=click.Choice(["sample", "all", "off"]),
+    default="sample",
+    show_default=True,
+    help="Batches whose IR forward is compared with the model's runtime: the first, the first of each other "
+    "batch size and a seeded 1 in 8 of the rest (sample), every batch (all), or none (off; the report says so).",
+)
+@click.option(
     "--verify-rules", is_flag=True, help="Recompute every rule with dense matrices and report deviations."
 )
 @click.option(
@@ -89,11 +97,15 @@ def check(models, **flags):
     Settings not given as flags come from lrpaudit.yaml or [tool.lrpaudit] in pyproject.toml (the nearest, from
     the current folder up); with no inputs anywhere, a small seeded random sample set is audited.
     """
-    from ..config.project import load_settings
-
-    one_config(flags["config_path"], flags["preset"])
+    one_config(flags["config_path"], flags["preset"])  # usage errors first: they answer without loading torch
     if flags["inputs"] is not None and flags["random_n"]:
         raise click.UsageError("give either --inputs or --random, not both")
+    if flags["shard"] is not None and flags["baseline"] is not None:
+        raise click.UsageError(
+            "--baseline compares a whole audit: give it to `lrpaudit merge` with the shards"
+        )
+    from ..config.project import load_settings
+
     settings = None if flags.pop("isolated") else load_settings()
     if settings is not None and not flags["quiet"]:
         err(f"lrpaudit: settings from {settings.source}")
@@ -117,17 +129,13 @@ DEFAULT_RANDOM = 8
 
 def _run(models, config_path, preset, inputs, random_n, seed, input_shapes, batch_size, shard, dtype, device,
          target, gate, json_report, junit_xml, markdown, html, heatmaps, fmt, save_relevance, baseline,
-         verify_rules, exit_zero, allow_empty, trust_code, verbose, quiet, layer_rtol=None,
+         fidelity, verify_rules, exit_zero, allow_empty, trust_code, verbose, quiet, layer_rtol=None,
          end_to_end_rtol=None):  # fmt: skip
     from ..api import AuditRequest
     from ..reports.baseline import attach
     from ..reports.emit import ReportTargets, write_reports
     from ..reports.json_report import build_report
 
-    if shard is not None and baseline is not None:
-        raise click.UsageError(
-            "--baseline compares a whole audit: give it to `lrpaudit merge` with the shards"
-        )
     targets = ReportTargets(json_report, junit_xml, markdown, save_relevance, html, heatmaps)
     request = AuditRequest(
         model=None,
@@ -142,6 +150,7 @@ def _run(models, config_path, preset, inputs, random_n, seed, input_shapes, batc
         target=_target(target),
         gate=gate,
         device=device,
+        fidelity=fidelity,
         verify=verify_rules,
         keep_relevance=targets.keeps_relevance,
         keep_inputs=html is not None or heatmaps is not None,

@@ -41,10 +41,10 @@ def inspect(
 
     With -c/--preset, each node also shows its rule and the config line that chose it.
     """
+    one_config(config_path, preset)  # a usage error answers without loading torch
     from ..inspection import inspect_model
     from ..reports.ir_table import render_fidelity, render_ir
 
-    one_config(config_path, preset)
     seen = inspect_model(
         model_path, random_n, seed, not final_only, input_shapes, config_path, preset, trust_code=trust_code
     )

@@ -34,21 +34,31 @@ Config format (``version: 1`` is required in every file, presets included)::
 See :mod:`.matching` for the matchers and :mod:`.settings` for precedence.
 """
 
-from ..rules.assign import Assignment
-from .file import OverrideEntry, RuleEntry
-from .matching import Matcher
-from .presets import list_presets, preset_path
-from .schema import ConfigFileError
-from .settings import Config, load_config
+# Imported on first use (PEP 562): `lrpaudit presets` reads `config.presets` without pydantic, numpy or torch.
+_PUBLIC = {
+    "Assignment": "..rules.assign",
+    "Config": ".settings",
+    "ConfigFileError": ".schema",
+    "Matcher": ".matching",
+    "OverrideEntry": ".file",
+    "RuleEntry": ".file",
+    "list_presets": ".presets",
+    "load_config": ".settings",
+    "preset_path": ".presets",
+}
 
-__all__ = [
-    "Assignment",
-    "Config",
-    "ConfigFileError",
-    "Matcher",
-    "OverrideEntry",
-    "RuleEntry",
-    "list_presets",
-    "load_config",
-    "preset_path",
-]
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

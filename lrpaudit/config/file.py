@@ -26,6 +26,7 @@ from ..files import read_limited
 from ..ir import LINEAR_TYPE, POOLS, WEIGHTED
 from ..ops import OPS
 from ..rules.spec import RULES, Rule
+from .hints import suggest
 from .matching import Matcher
 from .presets import preset_names, preset_path
 from .schema import (
@@ -36,7 +37,6 @@ from .schema import (
     MatchSpec,
     describe,
     error_at,
-    suggest,
     unknown,
     validate_file,
 )

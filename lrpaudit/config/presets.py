@@ -14,7 +14,7 @@ import functools
 from pathlib import Path
 
 from ..errors import ConfigError
-from .schema import suggest
+from .hints import suggest
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,6 @@ order is raised; all of them are on the exception's ``errors`` attribute when py
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from typing import Annotated, Any, Literal, Union
@@ -23,6 +22,7 @@ from pydantic_core import PydanticCustomError
 
 from ..errors import ConfigError
 from ..rules.spec import BIAS_MODES
+from .hints import suggest
 from .yaml_loader import KeyPath, Positions, dotted
 
 SUPPORTED_VERSION = 1
@@ -44,12 +44,6 @@ def error_at(
     """An error about the value (or, with ``at_key``, the key) at ``path``."""
     line, column = positions.key(path) if at_key else positions.value(path)
     return ConfigFileError(file, line, column, dotted(path), message)
-
-
-def suggest(word: str, choices) -> str | None:
-    """The closest choice to a misspelt word, if any is close."""
-    found = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return found[0] if found else None
 
 
 def unknown(word: str, choices, what: str = "key") -> str:

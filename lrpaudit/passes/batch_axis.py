@@ -298,7 +298,10 @@ def _rewritten(graph: Graph, node: Node, name: str, expected: tuple[int, ...], b
     """The rewritten node writing ``name``, checked on meta tensors. With a batch of one the batch atom may end up
     as an extra leading axis of size 1 (an op dropped the axis it sat in): a reshape then gives the canonical form."""
     meta = {v: torch.empty(graph.shapes[v], device="meta") for v in node.inputs}
-    params = {k: torch.empty(t.shape, dtype=t.dtype, device="meta") for k, t in node.params.items()}
+    params = {
+        k: torch.empty(t.shape, dtype=torch.float32 if t.is_floating_point() else t.dtype, device="meta")
+        for k, t in node.params.items()
+    }
     actual = tuple(run_node(node, meta, params).shape)
     graph.shapes[name] = expected
     if actual == expected:

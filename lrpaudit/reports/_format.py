@@ -43,12 +43,17 @@ def model_name(result) -> str:
     return Path(result.model_path).name
 
 
-def fidelity_line(fidelity, failed: str = "FAILED") -> str:
-    """The forward-fidelity sentence every report shows (``failed``: how a mismatch is marked)."""
+def fidelity_line(fidelity, failed: str = "FAILED", compared=None, samples: int | None = None) -> str:
+    """The forward-fidelity sentence every report shows (``failed``: how a mismatch is marked; ``compared``, a
+    ``fidelity.FidelityCoverage``, and the run's sample count say on how many samples it was checked)."""
     if fidelity is None:
         return "forward fidelity not checked"
     state = "ok" if fidelity.passed else failed
+    on = (
+        f" on {compared.samples} of {samples} samples" if compared is not None and samples is not None else ""
+    )
     return (
-        f"forward fidelity vs {fidelity.reference} ({fidelity.dtype}): max abs diff {fmt(fidelity.max_abs_diff)}, "
-        f"max rel diff {fmt(fidelity.max_rel_diff)} (tolerance {fmt(fidelity.tolerance)}): {state}"
+        f"forward fidelity vs {fidelity.reference} ({fidelity.dtype}){on}: max abs diff "
+        f"{fmt(fidelity.max_abs_diff)}, max rel diff {fmt(fidelity.max_rel_diff)} (tolerance "
+        f"{fmt(fidelity.tolerance)}): {state}"
     )

@@ -50,7 +50,7 @@ def _worst_positions(result) -> list[int]:
 
 
 def _fidelity(result) -> str:
-    return fidelity_line(result.fidelity, "FAILED")
+    return fidelity_line(result.fidelity, "FAILED", result.fidelity_compared, len(result.samples))
 
 
 def _summary(result) -> str:

@@ -193,7 +193,10 @@ def _fidelity(result) -> dict:
     if result.fidelity is not None:
         base.update(result.fidelity.as_dict())
         base["checked"] = True
-    return _record({**extra, **base})
+    compared = {"mode": None, "seed": None, "batches": [], "samples": 0}
+    if result.fidelity_compared is not None:
+        compared.update(result.fidelity_compared.as_dict())
+    return _record({**extra, **base, **compared})
 
 
 def _rule_checks(result):

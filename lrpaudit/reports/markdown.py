@@ -69,7 +69,7 @@ def _header(results) -> str:
 
 
 def _fidelity(result) -> str:
-    return fidelity_line(result.fidelity, "**FAILED**")
+    return fidelity_line(result.fidelity, "**FAILED**", result.fidelity_compared, len(result.samples))
 
 
 def _run_line(result) -> str:

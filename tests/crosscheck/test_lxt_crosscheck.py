@@ -89,7 +89,7 @@ def test_relevance_equals_lxt_where_the_definitions_match(transformer_export, lx
             config=configs[preset],
             inputs=example_input(name, 2).numpy(),
             keep_relevance=True,
-            check_forward=False,  # the files' forward is checked in tests/frontends
+            fidelity="off",  # the files' forward is checked in tests/frontends
         )
     )
     (key,) = [k for k in result.relevance if k not in ("targets", "output_relevance")]

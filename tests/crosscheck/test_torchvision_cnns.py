@@ -81,7 +81,7 @@ def node_config(tmp_path, name: str) -> str:
     return str(path)
 
 
-def audit(model, name: str, config=None, preset=None, check_forward: bool = True):
+def audit(model, name: str, config=None, preset=None, fidelity: str = "sample"):
     """One audit of a loaded model (its graph is built once and kept across audits) on ``inputs(name)``."""
     request = AuditRequest(
         model,
@@ -91,14 +91,14 @@ def audit(model, name: str, config=None, preset=None, check_forward: bool = True
         target=TARGETS[:SAMPLES],
         init="one",
         keep_relevance=True,
-        check_forward=check_forward,
+        fidelity=fidelity,
     )
     return run_audit(request)
 
 
 def conserves(model, name: str) -> bool:
     """The conservative preset: every layer passes, every sample's end-to-end leak <= 1e-12 of its relevance."""
-    result = run_audit(AuditRequest(model, preset="conservative", inputs=inputs(name), check_forward=False))
+    result = run_audit(AuditRequest(model, preset="conservative", inputs=inputs(name), fidelity="off"))
     layers = all(layer.aggregate.verdict == "pass" for layer in result.layers)
     return layers and all(
         s.verdict == "pass" and abs(s.leak) <= 1e-12 * abs(s.r_output) for s in result.samples
@@ -305,7 +305,7 @@ def test_densenet_preset_rule_loses_exactly_the_relevance_at_zero_inputs(torchvi
     where their input is exactly 0: that relevance is reported as degenerate, and it is what the Pass-like rule
     (zero, bias: distribute) hands on instead."""
     model = load_model(torchvision_export("densenet", "legacy"))
-    preset = audit(model, "densenet", preset="epsilon-plus-flat", check_forward=False)
+    preset = audit(model, "densenet", preset="epsilon-plus-flat", fidelity="off")
     affine = [layer for layer in preset.layers if layer.op == "affine"]
     assert affine and any(layer.values["degenerate"].max() > 0 for layer in affine)
     assert all(layer.rule.startswith("epsilon") and layer.bias_mode == "ignore" for layer in affine)
@@ -319,7 +319,7 @@ def test_dynamo_twin(torchvision_export, tmp_path, name):
     config = node_config(tmp_path, name)
     dynamo = load_model(torchvision_export(name, "dynamo"))
     result = audit(dynamo, name, config=config)
-    legacy = audit(load_model(torchvision_export(name, "legacy")), name, config=config, check_forward=False)
+    legacy = audit(load_model(torchvision_export(name, "legacy")), name, config=config, fidelity="off")
     assert result.fidelity.passed
     assert comparable_ids(result) == comparable_ids(legacy)
     assert deviation(torch.from_numpy(input_map(result)), torch.from_numpy(input_map(legacy))) <= DYNAMO_TOL

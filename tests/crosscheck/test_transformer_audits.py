@@ -62,9 +62,9 @@ ACCOUNTED = {"linear", "conv", "layernorm", "groupnorm", "matmul", "einsum", "mu
 SHARES = ("absorbed_bias", "absorbed_stabilizer", "absorbed_softmax", "degenerate")
 
 
-def _audit(model, preset, x, check_forward=False):
+def _audit(model, preset, x, fidelity="off"):
     return lrpaudit.run_audit(
-        AuditRequest(model, preset=preset, inputs=x, keep_relevance=True, check_forward=check_forward)
+        AuditRequest(model, preset=preset, inputs=x, keep_relevance=True, fidelity=fidelity)
     )
 
 
@@ -129,7 +129,10 @@ def test_real_transformer_files_explain_every_leak_and_agree(transformer_export,
         check = (
             not full
         )  # the full-size files' forward is checked in tests/frontends (same files, same inputs)
-        results[fmt] = {preset: _audit(model, preset, x, check and not i) for i, preset in enumerate(presets)}
+        results[fmt] = {
+            preset: _audit(model, preset, x, "all" if check and not i else "off")
+            for i, preset in enumerate(presets)
+        }
         assert full or results[fmt][presets[0]].fidelity.passed
         for preset, result in results[fmt].items():
             _check_explained(result, preset, f"{name} {fmt} {preset}")
@@ -163,7 +166,7 @@ def test_cp_lrp_conserves_a_bias_free_transformer(bias_free, tmp_path, fmt):
     graph = model.graph({model.input_names[0]: x.shape})
     # the legacy exporter writes LayerNormalization's optional beta as zeros
     assert all(not node.params["bias"].any() for node in graph.nodes if "bias" in node.params)
-    result = _audit(model, "cp-lrp", x, check_forward=True)
+    result = _audit(model, "cp-lrp", x, fidelity="all")
     _check_explained(result, "cp-lrp", f"bias-free {fmt}")
     for layer in result.layers:
         assert not np.any(layer.values["absorbed_bias"]) and not np.any(layer.values["absorbed_softmax"])

@@ -40,7 +40,7 @@ def check(name: str) -> None:
     assert default.fidelity is not None and default.fidelity.passed
     assert not [row["id"] for row in default.layer_rows() if row["verdict"] in ("unexplained", "non_finite")]
     conservative = run_audit(
-        AuditRequest(model, preset="conservative", inputs={input_name: x}, check_forward=False)
+        AuditRequest(model, preset="conservative", inputs={input_name: x}, fidelity="off")
     )
     assert conservative.verdict == "pass"
     (sample,) = conservative.samples

@@ -19,7 +19,7 @@ from ...ir import Graph
 from .._model import ModelFile
 from . import ops_attention, ops_basic, ops_layers, ops_shape  # noqa: F401  (fill the converter registry)
 from .convert import convert_graph, declared_input_shapes, integer_inputs
-from .file import default_opset, inference_problem, read_onnx
+from .file import default_opset, inference_problem, is_binary_onnx, read_onnx
 from .runtime import Runtime
 
 
@@ -32,6 +32,8 @@ class OnnxModel(ModelFile):
     format: str = "onnx"
     _graphs: dict[tuple, Graph] = field(default_factory=dict, repr=False)
     _runtime: Runtime | None = field(default=None, repr=False)
+    # The proto is the file's content as onnxruntime reads it (binary protobuf, unmodified): its session opens the file.
+    from_file: bool = field(default=False, repr=False)
 
     @property
     def opset(self) -> int:
@@ -85,7 +87,7 @@ class OnnxModel(ModelFile):
     ) -> dict[str, np.ndarray]:
         """Run onnxruntime with graph optimizations disabled; ``names`` promotes intermediates to outputs."""
         if self._runtime is None:
-            self._runtime = Runtime(self.proto, self.path)
+            self._runtime = Runtime(self.proto, self.path, self.from_file)
         return self._runtime.run(feeds, names)
 
 
@@ -96,4 +98,4 @@ def _fmt(shape: list) -> str:
 def load_onnx(path: str | Path) -> OnnxModel:
     """Read and check an ONNX file; conversion to IR happens per input shape in ``OnnxModel.graph``."""
     path = Path(path)
-    return OnnxModel(path=path, proto=read_onnx(path))
+    return OnnxModel(path=path, proto=read_onnx(path), from_file=is_binary_onnx(path))

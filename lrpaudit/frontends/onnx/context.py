@@ -8,6 +8,7 @@ Converters (``ops_basic``, ``ops_layers``, ``ops_shape``) import this module and
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,9 +42,25 @@ def converter(*op_types: str) -> Callable[[Converter], Converter]:
     return deco
 
 
+# Floating constants keep the file's precision: a float32 audit of a float32 file runs on the file's own numbers
+# without a copy, and only a float64 audit casts them (``forward.cast_params``).
+FILE_FLOATS = (np.float16, np.float32, np.float64)
+
+
 def to_param(array: np.ndarray) -> torch.Tensor:
-    """A constant as an IR param: float64 master copy for floating point, int64 for integers."""
+    """A constant as an IR param: floating point in the file's own precision, int64 for integers, bool as bool.
+
+    A floating array is shared, not copied (an initializer's data, possibly a transposed view of it): IR params
+    are never written to (passes replace a param with a new tensor; the engine reads its cast copy), so the
+    read-only buffer numpy gives for a file's raw data is safe to share.
+    """
     array = np.asarray(array)
+    if array.dtype in FILE_FLOATS:
+        if array.flags.writeable:
+            return torch.from_numpy(array)
+        with warnings.catch_warnings():  # "the given NumPy array is not writable": it is never written
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(array)
     if np.issubdtype(array.dtype, np.floating):
         return torch.from_numpy(np.array(array, dtype=np.float64))
     if array.dtype == np.bool_:

@@ -108,15 +108,15 @@ def gemm(ctx: Context, node: onnx.NodeProto) -> None:
     x = a
     if ctx.attr(node, "transA", 0):
         x = ctx.emit("permute", [a], ctx.tmp(node.output[0], "transA"), {"perm": (1, 0)})
-    weight = ctx.const(b).astype(np.float64)
+    weight = ctx.const(b)  # the file's precision, shared (a transposed view with transB=0)
     weight = weight if ctx.attr(node, "transB", 0) else weight.T
-    if alpha != 1.0:  # a multiplication by 1 would copy a large weight for nothing
-        weight = alpha * weight
+    if alpha != 1.0:  # a computed weight: in float64, like every constant lrpaudit derives
+        weight = alpha * weight.astype(np.float64)
     params = {"weight": weight}
     c = ctx.optional_const(node, 2)
     out_features = weight.shape[0]
     if c is not None:
-        c = beta * c.astype(np.float64)
+        c = c if beta == 1.0 else beta * c.astype(np.float64)
         if c.size in (1, out_features) and (c.ndim <= 1 or c.shape[0] == 1):
             params["bias"] = np.broadcast_to(c.reshape(-1), (out_features,)).copy()
         else:

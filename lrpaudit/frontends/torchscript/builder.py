@@ -151,12 +151,13 @@ class Builder:
 
 
 def to_param(value: Any) -> torch.Tensor:
-    """A constant as an IR param: a float64 master copy for floating point, int64 for integers, on the CPU."""
+    """A constant as an IR param, on the CPU: floating point in its own precision (the archive's; a float64 audit
+    casts it, ``forward.cast_params``), int64 for integers. A copy: the module keeps its own tensors."""
     if isinstance(value, float):  # a Python scalar is a double: not torch's float32 default
         return torch.tensor(value, dtype=torch.float64)
     tensor = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
     if tensor.is_floating_point():
-        return tensor.to(device="cpu", dtype=torch.float64).clone()
+        return tensor.to(device="cpu").clone()
     if tensor.dtype == torch.bool:
         return tensor.cpu().clone()
     return tensor.to(device="cpu", dtype=torch.int64).clone()
