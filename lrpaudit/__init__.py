@@ -4,6 +4,7 @@ The public API is imported on first use (PEP 562), so ``lrpaudit --help`` and ``
 load torch, onnx or onnxruntime.
 """
 
+from ._lazy import lazy_exports
 from ._version import __version__
 
 _PUBLIC = {
@@ -20,15 +21,4 @@ _PUBLIC = {
 __all__ = [*_PUBLIC, "__version__"]
 
 
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'lrpaudit' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

@@ -3,7 +3,7 @@ no cycles and points one way, no module grows past 450 lines, and ``lrpaudit --h
 
 Import direction (README "Development"): cli -> api/runner -> {frontends, passes, config, inputs, reports} ->
 the engine {rules, propagate, verdicts, results, fidelity, verify} -> {ir, ops, forward, errors, display, files,
-_version}.
+_version, _lazy}.
 """
 
 from __future__ import annotations
@@ -139,9 +139,9 @@ ENGINE = (
     "lrpaudit.fidelity",
 )
 ENGINE += ("lrpaudit.verify", "lrpaudit.ir", "lrpaudit.ops", "lrpaudit.forward", "lrpaudit.errors")
-ENGINE += ("lrpaudit.display", "lrpaudit.files")
+ENGINE += ("lrpaudit.display", "lrpaudit.files", "lrpaudit._lazy")
 BASE = ("lrpaudit.ir", "lrpaudit.ops", "lrpaudit.forward", "lrpaudit.errors", "lrpaudit._version")
-BASE += ("lrpaudit.display", "lrpaudit.files")
+BASE += ("lrpaudit.display", "lrpaudit.files", "lrpaudit._lazy")
 RULES = {
     # who may import what (besides modules of its own package); the engine knows no files, configs or reports
     "engine": (ENGINE, ENGINE),

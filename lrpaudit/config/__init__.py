@@ -35,6 +35,8 @@ See :mod:`.matching` for the matchers and :mod:`.settings` for precedence.
 """
 
 # Imported on first use (PEP 562): `lrpaudit presets` reads `config.presets` without pydantic, numpy or torch.
+from .._lazy import lazy_exports
+
 _PUBLIC = {
     "Assignment": "..rules.assign",
     "Config": ".settings",
@@ -50,15 +52,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return list(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

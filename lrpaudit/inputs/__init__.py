@@ -5,6 +5,8 @@ The batch functions are imported on first use (PEP 562): the command line parses
 ``--shard`` through :mod:`.shapes` and :mod:`.sharding` without loading numpy.
 """
 
+from .._lazy import lazy_exports
+
 _PUBLIC = {
     "Batch": ".batches",
     "Pending": ".batches",
@@ -24,15 +26,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return list(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
