@@ -45,7 +45,7 @@ def merge(reports, output, junit_xml, markdown, fmt, baseline, exit_zero, verbos
     from ..reports.json_report import build_report
 
     old_report = load_baseline_flag(baseline)
-    targets = ReportTargets(output, junit_xml, markdown)
+    targets = ReportTargets(output, junit_xml, markdown, json_flag="-o")
     targets.check(reads=[*reports, baseline])  # -o over one of the shard reports would destroy it
     results, environment = merge_files(reports)
     report = build_report(results, environment)

@@ -35,6 +35,7 @@ class ReportTargets:
     relevance: Path | None = None  # --save-relevance (check only)
     html: Path | None = None  # --html
     heatmaps: Path | None = None  # --heatmaps DIR (check only): one PNG per sample and image input
+    json_flag: str = "--json-report"  # the flag that named ``json``, for messages (merge: -o)
 
     @property
     def keeps_relevance(self) -> bool:
@@ -48,7 +49,7 @@ class ReportTargets:
         named = [
             (flag, path)
             for flag, path in (
-                ("--json-report", self.json),
+                (self.json_flag, self.json),
                 ("--junit-xml", self.junit),
                 ("--markdown", self.markdown),
                 ("--html", self.html),

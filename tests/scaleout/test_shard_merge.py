@@ -278,6 +278,16 @@ def test_an_incomplete_set_is_refused(mlp_shards, tmp_path):
     assert "never merged into a partial report" in line and report is None
 
 
+def test_merge_never_overwrites_a_shard_it_reads(mlp_shards, tmp_path):
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    first.write_bytes(mlp_shards["1/2"].read_bytes())
+    second.write_bytes(mlp_shards["2/2"].read_bytes())
+    before = second.read_bytes()
+    result = run_cli("merge", first, second, "-o", second)
+    assert_one_line_error(result, f"-o {second}", "a file this command reads")  # the flag merge was given
+    assert second.read_bytes() == before and sorted(tmp_path.iterdir()) == [first, second]
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
