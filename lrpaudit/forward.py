@@ -88,7 +88,11 @@ def run_forward(
     device: str | torch.device = "cpu",
     params: dict[str, dict] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Evaluate the graph; returns every value (graph inputs included) by name."""
+    """Evaluate the graph; returns every value (graph inputs included) by name.
+
+    Each value must have the shape the graph was built with (``ops.infer_shape``): one that differs is a fault of
+    lrpaudit's shape functions, an internal error, never a silently different graph.
+    """
     params = params if params is not None else cast_params(graph, dtype, device)
     values: dict[str, torch.Tensor] = {}
     for name in graph.inputs:
@@ -97,5 +101,11 @@ def run_forward(
         values[name] = feeds[name].to(device=device, dtype=dtype)
     with torch.no_grad():
         for node in graph.nodes:
-            values[node.output] = run_node(node, values, params[node.id])
+            value = values[node.output] = run_node(node, values, params[node.id])
+            expected = graph.shapes.get(node.output)
+            if expected is not None and tuple(value.shape) != tuple(expected):
+                raise RuntimeError(
+                    f"internal: IR node {node.id!r} ({node.op}) computes shape {list(value.shape)}, but the graph "
+                    f"was built with {list(expected)}"
+                )
     return values

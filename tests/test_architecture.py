@@ -230,3 +230,21 @@ def test_instant_commands_load_no_heavy_library():
     out = subprocess.run([sys.executable, "-c", code, commands], capture_output=True, text=True, check=True)
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen == [[code, []] for _, code in INSTANT]
+
+
+def test_building_an_onnx_ir_imports_no_dynamo():
+    """The IR is built with shape arithmetic (``ops.infer_shape``): neither building it nor running it imports
+    torch._dynamo (shape-only meta tensors did, 1-3 s a process)."""
+    code = (
+        "import sys, torch\n"
+        "from lrpaudit.forward import run_forward\n"
+        "from lrpaudit.frontends import load_model\n"
+        "graph = load_model('sample_models/digits_cnn.onnx').graph({'input': (2, 1, 8, 8)})\n"
+        "run_forward(graph, {'input': torch.rand(2, 1, 8, 8)}, torch.float32)\n"
+        "print(len(graph.nodes), 'torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
+    )
+    count, dynamo = out.stdout.split()
+    assert int(count) > 0 and dynamo == "False"

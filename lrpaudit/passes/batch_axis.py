@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from ..errors import UnsupportedOpError
-from ..forward import run_node
 from ..ir import ACTIVATION_OPS, FUSION_ONLY, Graph, Node
+from ..ops import ShapeError, infer_shape
 from . import layouts as lay
 from .cleanup import clone
 
@@ -295,14 +295,14 @@ def batch_first(graph: Graph) -> Graph:
 
 
 def _rewritten(graph: Graph, node: Node, name: str, expected: tuple[int, ...], batch: int) -> list[Node]:
-    """The rewritten node writing ``name``, checked on meta tensors. With a batch of one the batch atom may end up
-    as an extra leading axis of size 1 (an op dropped the axis it sat in): a reshape then gives the canonical form."""
-    meta = {v: torch.empty(graph.shapes[v], device="meta") for v in node.inputs}
-    params = {
-        k: torch.empty(t.shape, dtype=torch.float32 if t.is_floating_point() else t.dtype, device="meta")
-        for k, t in node.params.items()
-    }
-    actual = tuple(run_node(node, meta, params).shape)
+    """The rewritten node writing ``name``, its shape checked (``ops.infer_shape``). With a batch of one the batch
+    atom may end up as an extra leading axis of size 1 (an op dropped the axis it sat in): a reshape then gives the
+    canonical form."""
+    params = {k: tuple(t.shape) for k, t in node.params.items()}
+    try:
+        actual = infer_shape(node.op, [graph.shapes[v] for v in node.inputs], node.attrs, params)
+    except ShapeError as exc:
+        _refuse(graph, node, f"internal: its batch-first form does not fit its inputs ({exc})")
     graph.shapes[name] = expected
     if actual == expected:
         node.outputs = [name]

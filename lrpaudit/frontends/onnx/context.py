@@ -2,8 +2,9 @@
 
 Converters (``ops_basic``, ``ops_layers``, ``ops_shape``) import this module and register themselves with
 ``@converter(op_type, ...)``; ``convert.py`` walks the nodes and calls them. Their whole vocabulary is ``ctx.emit``
-(append an IR node, shape-checked on meta tensors), ``ctx.fail`` (an UnsupportedOpError naming node, op and opset),
-``ctx.attr``, ``ctx.const``/``ctx.is_const``/``ctx.optional_const``, ``ctx.shape``, ``ctx.alias`` and ``ctx.tmp``.
+(append an IR node, its output shape inferred and checked by ``ops.infer_shape``: nothing runs), ``ctx.fail`` (an
+UnsupportedOpError naming node, op and opset), ``ctx.attr``, ``ctx.const``/``ctx.is_const``/``ctx.optional_const``,
+``ctx.shape``, ``ctx.alias`` and ``ctx.tmp``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from ...errors import ModelError, UnsupportedOpError, first_line
-from ...forward import run_node
-from ...ir import ACTIVATION_OPS, LINEAR_TYPE, WEIGHTED, Node, TokenInput
+from ...errors import UnsupportedOpError, first_line
+from ...ir import LINEAR_TYPE, WEIGHTED, Node, TokenInput
+from ...ops import ShapeError, infer_shape
 from .._tokens import token_misuse
 from .scopes import Scope, weight_owner
 
@@ -75,8 +76,8 @@ class Context:
     path: str
     opset: int
     consts: dict[str, np.ndarray] = field(default_factory=dict)
-    # Meta tensors: the shapes of the activations.
-    examples: dict[str, torch.Tensor] = field(default_factory=dict)
+    # The shape of every activation (``ops.infer_shape`` of its node).
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
     current: onnx.NodeProto | None = None
@@ -120,7 +121,7 @@ class Context:
         return bool(value) and value in self.consumed
 
     def shape(self, value: str) -> tuple[int, ...]:
-        return tuple(self.examples[self.name(value)].shape)
+        return self.shapes[self.name(value)]
 
     def attr(self, node: onnx.NodeProto, key: str, default: Any = None) -> Any:
         for attribute in node.attribute:
@@ -154,7 +155,8 @@ class Context:
         attrs: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
     ) -> str:
-        """Append an IR node, run it on meta tensors for its shape, and return its output name."""
+        """Append an IR node, infer its output shape (refusing inputs and weights that do not fit it), and return
+        its output name."""
         onnx_node = self.current
         ids = [self.name(v) for v in inputs if self.name(v) in self.tokens]
         if ids:
@@ -181,20 +183,19 @@ class Context:
                 "onnx_output": output if onnx_node is None or output in onnx_node.output else None,
             },
         )
-        meta_params = {
-            k2: torch.empty(t.shape, dtype=torch.float32 if t.is_floating_point() else t.dtype, device="meta")
-            for k2, t in node.params.items()
-        }
+        weights = {k2: tuple(t.shape) for k2, t in node.params.items()}
         try:
-            self.examples[output] = _shape_run(node, self.examples, meta_params)
-        except ModelError as exc:
-            self.fail(str(exc).split(": ", 1)[-1])
-        except Exception as exc:
-            # The shape run refuses the node: its inputs, weights or attributes do not fit.
-            shapes = [list(self.examples[v].shape) for v in node.inputs if v in self.examples]
-            weights = {k2: list(t.shape) for k2, t in meta_params.items()}
-            self.fail(f"the node does not fit its inputs {shapes} and weights {weights} ({brief(exc)})")
-        problem = _channel_params(node, tuple(self.examples[output].shape))
+            self.shapes[output] = infer_shape(
+                node.op, [self.shapes[v] for v in node.inputs], node.attrs, weights
+            )
+        except UnsupportedOpError as exc:  # an attribute combination the op refuses
+            self.fail(str(exc))
+        except Exception as exc:  # ShapeError: its inputs, weights or attributes do not fit the op
+            shapes = [list(self.shapes[v]) for v in node.inputs if v in self.shapes]
+            shown = {k2: list(shape) for k2, shape in weights.items()}
+            reason = str(exc) if isinstance(exc, ShapeError) else brief(exc)
+            self.fail(f"the node does not fit its inputs {shapes} and weights {shown} ({reason})")
+        problem = _channel_params(node, self.shapes[output])
         if problem:
             self.fail(problem)
         self.nodes.append(node)
@@ -218,18 +219,9 @@ class Context:
         return f"{output}::{suffix}"
 
 
-def _shape_run(node: Node, examples: dict[str, torch.Tensor], meta_params: dict) -> torch.Tensor:
-    """The node's output on meta tensors. An elementwise activation without attributes keeps its input's shape
-    and dtype, so it is not run: torch's meta kernels for some of them cost ~0.3 ms a call, most of the time a
-    long graph took to build."""
-    if node.op in ACTIVATION_OPS and not node.attrs and not node.params and len(node.inputs) == 1:
-        return torch.empty_like(examples[node.inputs[0]])
-    return run_node(node, examples, meta_params)
-
-
 def _channel_params(node: Node, out: tuple[int, ...]) -> str | None:
-    """Per-channel params of linear-type nodes must have one entry per output channel (shape-only runs on meta
-    tensors do not check a convolution's bias)."""
+    """Per-channel params of linear-type nodes must have one entry per output channel (a convolution's bias is no
+    part of its output shape)."""
     if node.op not in LINEAR_TYPE:
         return None
     channels = out[-1] if node.op == "linear" else (out[1] if len(out) > 1 else None)

@@ -3,9 +3,10 @@
 Walks the ONNX nodes in order. A node whose inputs are all constant is evaluated at load time with onnx's
 reference evaluator (constant folding: initializers, Constant, shape arithmetic, casts ...). A node that reads an
 activation is mapped to IR nodes by the converter registered for its op type (``ops_basic``, ``ops_layers``,
-``ops_shape``; the package imports them, which fills the registry in ``context``). The IR is run on shape-only
-(meta) tensors as it is built, so every value has a concrete shape and ``Shape`` of an activation folds to a
-constant: the graph is specialized on the input shapes it was built for.
+``ops_shape``; the package imports them, which fills the registry in ``context``). Every IR value's shape is
+inferred as the IR is built (``ops.infer_shape``, arithmetic on shapes: nothing runs), so every value has a concrete
+shape and ``Shape`` of an activation folds to a constant: the graph is specialized on the input shapes it was
+built for.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
 from onnx import helper, numpy_helper
 
 from ...errors import ModelError, UnsupportedOpError
@@ -100,7 +100,7 @@ def convert_graph(
     input_dtypes = {}
     for value in graph_inputs:
         elem = value.type.tensor_type.elem_type
-        ctx.examples[value.name] = torch.empty(input_shapes[value.name], device="meta")
+        ctx.shapes[value.name] = tuple(int(d) for d in input_shapes[value.name])
         if elem in _INTEGER_TYPES:  # token ids: audited from their embedding lookup (ops_tokens)
             ctx.tokens[value.name] = value.name
             continue
@@ -147,7 +147,7 @@ def convert_graph(
         + [t.embedded for t in ctx.token_inputs],
         outputs=outputs,
         nodes=ctx.nodes,
-        shapes={name: tuple(t.shape) for name, t in ctx.examples.items()},
+        shapes=dict(ctx.shapes),
         input_dtypes=input_dtypes,
         source={
             "format": "onnx",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import torch
 from onnx import helper
 
 from ...ir import TokenInput
@@ -74,7 +73,7 @@ def _reshaped(ctx: Context, node: onnx.NodeProto) -> None:
             f"reshapes the token ids {source!r} across the batch axis ({list(shape)} -> {list(result.shape)})"
         )
     ctx.tokens[node.output[0]] = source
-    ctx.examples[node.output[0]] = torch.empty(result.shape, device="meta")
+    ctx.shapes[node.output[0]] = tuple(int(d) for d in result.shape)
 
 
 def _embedding(ctx: Context, node: onnx.NodeProto) -> None:
@@ -91,4 +90,4 @@ def _embedding(ctx: Context, node: onnx.NodeProto) -> None:
     out = node.output[0]
     ctx.token_inputs.append(TokenInput(source, out, to_param(table), tuple(index_shape)))
     ctx.float_dtype = table.dtype
-    ctx.examples[out] = torch.empty(tuple(index_shape) + (table.shape[1],), device="meta")
+    ctx.shapes[out] = (*index_shape, int(table.shape[1]))
