@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench import measure_interleaved as interleaved  # the round-robin medians of the CNN benchmark
 
 warnings.filterwarnings("ignore")
 
@@ -109,19 +110,6 @@ def input_x_gradient(model: torch.nn.Module, input_ids: torch.Tensor, dtype: tor
     logits = model(inputs_embeds=embeds).logits
     logits[torch.arange(len(logits)), logits.argmax(1)].sum().backward()
     return (embeds * embeds.grad).sum(-1)
-
-
-def interleaved(table: dict, repeats: int) -> dict[str, float]:
-    """Median seconds per method, the methods' runs interleaved round-robin after one warm-up each."""
-    for fn in table.values():
-        fn()
-    samples: dict[str, list[float]] = {key: [] for key in table}
-    for _ in range(repeats):
-        for key, fn in table.items():
-            start = time.perf_counter()
-            fn()
-            samples[key].append(time.perf_counter() - start)
-    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 def lrpaudit_methods(path: Path, input_ids: torch.Tensor, dtype: str) -> dict:

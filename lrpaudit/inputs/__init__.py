@@ -10,7 +10,6 @@ from .._lazy import lazy_exports
 _PUBLIC = {
     "Batch": ".batches",
     "Pending": ".batches",
-    "array_batches": ".batches",
     "file_batches": ".batches",
     "first_shapes": ".batches",
     "load_arrays": ".batches",

@@ -345,16 +345,6 @@ def plan_arrays(
     yield from _chunks(checked, "array", batch_size, 0, integer)
 
 
-def array_batches(
-    arrays: dict[str, np.ndarray],
-    declared: dict[str, list[int | str | None]],
-    batch_size: int,
-    integer: frozenset[str] = frozenset(),
-) -> Iterator[Batch]:
-    """The batches of :func:`plan_arrays`, read."""
-    return read_all(plan_arrays(arrays, declared, batch_size, integer))
-
-
 def _chunks(
     arrays: dict[str, np.ndarray], source: str, batch_size: int, index: int, integer: frozenset[str]
 ) -> Iterator[Pending]:

@@ -17,33 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tests.helpers.lrp_gradients import IdentityRule, Scale
+
 DT = torch.float64
 EXPORTS = ("legacy", "dynamo", "traced")
-
-
-class _Scale(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, factor):
-        ctx.factor = factor
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.factor, None
-
-
-class _Identity(torch.autograd.Function):
-    """fn(x) forward, gradient fn(x) / x: the identity rule as input x gradient."""
-
-    @staticmethod
-    def forward(ctx, x, fn):
-        y = fn(x)
-        ctx.save_for_backward(y / x)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.saved_tensors[0], None
 
 
 class Block(nn.Module):
@@ -57,13 +34,13 @@ class Block(nn.Module):
 
     def _product(self, a, b, constant_a: bool, op):
         if self.mode == "attnlrp":
-            a, b = _Scale.apply(a, 0.5), _Scale.apply(b, 0.5)
+            a, b = Scale.apply(a, 0.5), Scale.apply(b, 0.5)
         elif self.mode == "cp":
             a, b = (a.detach(), b) if constant_a else (a, b.detach())
         return op(a, b)
 
     def _act(self, fn, x):
-        return _Identity.apply(x, fn) if self.mode else fn(x)
+        return IdentityRule.apply(x, fn) if self.mode else fn(x)
 
     def forward(self, x):
         batch, tokens, dim = x.shape

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from lrpaudit.ir import Graph, Node
+from tests.helpers.lrp_gradients import IdentityRule, Scale
 
 Tensor = torch.Tensor
 DT = torch.float64
@@ -174,34 +175,6 @@ def transformer(
 # ---------------------------------------------------------------- the torch twin, with LXT-style gradients
 
 
-class _Scale(torch.autograd.Function):
-    """Identity forward, gradient times ``factor`` (LXT's divide_gradient, written here independently)."""
-
-    @staticmethod
-    def forward(ctx, x, factor):
-        ctx.factor = factor
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.factor, None
-
-
-class _Identity(torch.autograd.Function):
-    """``fn(x)`` forward, gradient ``fn(x) / x`` (the identity rule as input x gradient)."""
-
-    @staticmethod
-    def forward(ctx, x, fn):
-        y = fn(x)
-        ctx.save_for_backward(y / x)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        (ratio,) = ctx.saved_tensors
-        return grad * ratio, None
-
-
 def reference_forward(model: TinyTransformer, x: Tensor, lrp: bool = False, cp: bool = False) -> Tensor:
     """The network with torch functions, from the graph's params; ``lrp`` applies the gradient modifications of
     the AttnLRP rules in their LRP-0 form (``cp``: CP-LRP's, attention weights and gates detached)."""
@@ -217,7 +190,7 @@ def _split(t: Tensor, lrp: bool, cp: bool, constant: bool, n: int = 2) -> Tensor
         return t
     if cp:
         return t.detach() if constant else t
-    return _Scale.apply(t, 1.0 / n)
+    return Scale.apply(t, 1.0 / n)
 
 
 def _reference_op(node: Node, ins: list[Tensor], lrp: bool, cp: bool) -> Tensor:
@@ -242,7 +215,7 @@ def _reference_op(node: Node, ins: list[Tensor], lrp: bool, cp: bool) -> Tensor:
         return torch.softmax(ins[0], dim=a["axis"])
     if op in ("gelu", "silu"):
         fn = (lambda t: F.gelu(t)) if op == "gelu" else F.silu
-        return _Identity.apply(ins[0], fn) if lrp else fn(ins[0])
+        return IdentityRule.apply(ins[0], fn) if lrp else fn(ins[0])
     if op == "add":
         return ins[0] + ins[1]
     if op == "add_const":
